@@ -1,0 +1,724 @@
+//! The circuit's states and the transitions between them.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::backoff::Backoff;
+use super::window::{RateWindow, Sample};
+use crate::classify::Verdict;
+use crate::config::Breaker;
+
+/// How many transitions [`State::history`] keeps.
+pub const HISTORY_LEN: usize = 32;
+
+/// The state of a circuit, without its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CircuitState {
+    /// Calls pass; outcomes are counted.
+    Closed,
+    /// A bounded number of trial calls test whether the provider recovered.
+    HalfOpen,
+    /// Calls are rejected at once until the open deadline.
+    Open,
+    /// Taken out by a verdict or an operator; only a reset brings it back.
+    Isolated,
+}
+
+impl CircuitState {
+    /// The circuit state gauge value: 0 closed, 1 half-open, 2 open, 3 isolated.
+    pub fn as_gauge(self) -> u8 {
+        match self {
+            CircuitState::Closed => 0,
+            CircuitState::HalfOpen => 1,
+            CircuitState::Open => 2,
+            CircuitState::Isolated => 3,
+        }
+    }
+
+    /// A lower-case name: `closed`, `half_open`, `open`, `isolated`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::HalfOpen => "half_open",
+            CircuitState::Open => "open",
+            CircuitState::Isolated => "isolated",
+        }
+    }
+}
+
+impl std::fmt::Display for CircuitState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a transition happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Cause {
+    /// The consecutive-failure threshold was reached.
+    ConsecutiveFailures,
+    /// The failure rate over the window reached its threshold.
+    FailureRate,
+    /// The slow-call rate over the window reached its threshold.
+    SlowCallRate,
+    /// The provider rate-limited a call and said when to come back.
+    RateLimited,
+    /// A half-open trial failed.
+    TrialFailed,
+    /// A half-open trial did not report within the trial timeout.
+    TrialTimedOut,
+    /// A call's verdict was [`Verdict::Isolate`].
+    IsolatingVerdict,
+    /// An operator isolated or reset the circuit.
+    Operator,
+    /// The open deadline passed.
+    OpenElapsed,
+    /// Enough half-open trials succeeded.
+    TrialsSucceeded,
+}
+
+impl Cause {
+    /// A stable snake-case name, for logs and labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::ConsecutiveFailures => "consecutive_failures",
+            Cause::FailureRate => "failure_rate",
+            Cause::SlowCallRate => "slow_call_rate",
+            Cause::RateLimited => "rate_limited",
+            Cause::TrialFailed => "trial_failed",
+            Cause::TrialTimedOut => "trial_timed_out",
+            Cause::IsolatingVerdict => "isolating_verdict",
+            Cause::Operator => "operator",
+            Cause::OpenElapsed => "open_elapsed",
+            Cause::TrialsSucceeded => "trials_succeeded",
+        }
+    }
+}
+
+/// One change of state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    /// The state left.
+    pub from: CircuitState,
+    /// The state entered.
+    pub to: CircuitState,
+    /// The generation entered (every transition bumps it).
+    pub generation: u64,
+    /// Why.
+    pub cause: Cause,
+    /// When.
+    pub at: Instant,
+    /// The counted failures behind an open (consecutive count, or failures in the window).
+    pub failures: u32,
+    /// When `to` is [`CircuitState::Open`]: how long it stays open.
+    pub open_for: Option<Duration>,
+}
+
+/// The right to make one call, handed out by [`State::on_admit`] and given back with its
+/// outcome to [`State::on_outcome`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct Permit {
+    generation: u64,
+    trial: Option<u64>,
+}
+
+impl Permit {
+    /// The generation the call was admitted under.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether the call is a half-open trial.
+    pub fn is_trial(&self) -> bool {
+        self.trial.is_some()
+    }
+}
+
+/// Why a call was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejection {
+    /// The state that rejected it: open, half-open with every trial slot taken, or isolated.
+    pub state: CircuitState,
+    /// When to try again: the open deadline, or the earliest trial timeout while half-open;
+    /// `None` while isolated.
+    pub retry_after: Option<Duration>,
+    /// The counted failures behind the current open.
+    pub failure_count: u32,
+}
+
+/// The result of [`State::on_admit`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct Admission {
+    /// The permit, or why there is none.
+    pub decision: Result<Permit, Rejection>,
+    /// The transition admission caused (open deadline passed, or a trial timed out).
+    pub transition: Option<Transition>,
+}
+
+/// How an admitted call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The call completed (or timed out, as a [`Verdict::Failure`]) after `elapsed`.
+    Completed {
+        /// What the call's result says about the provider.
+        verdict: Verdict,
+        /// How long the call took.
+        elapsed: Duration,
+    },
+    /// The caller dropped the call before it finished. Decides nothing.
+    Cancelled,
+}
+
+/// Counters over the breaker's life. Every admitted call is in `total` and, once it reports,
+/// in exactly one of `successful`, `failed`, `ignored` and `cancelled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Calls admitted.
+    pub total: u64,
+    /// Calls that succeeded.
+    pub successful: u64,
+    /// Calls counted against the provider (failures, rate limits, isolating verdicts).
+    pub failed: u64,
+    /// Calls whose verdict was [`Verdict::Ignored`].
+    pub ignored: u64,
+    /// Calls dropped by their caller.
+    pub cancelled: u64,
+    /// Calls rejected without being admitted.
+    pub rejected: u64,
+    /// Completed calls slower than the slow-call threshold (a subset of the above).
+    pub slow: u64,
+    /// Failed calls that were rate limits (a subset of `failed`).
+    pub rate_limited: u64,
+    /// Half-open trials that exceeded the trial timeout (they are still counted in their
+    /// own outcome when they report).
+    pub trial_timeouts: u64,
+    /// When the last counted failure was reported.
+    pub last_failure: Option<Instant>,
+}
+
+impl Stats {
+    /// Admitted calls that have not reported yet.
+    pub fn outstanding(&self) -> u64 {
+        self.total - (self.successful + self.failed + self.ignored + self.cancelled)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Phase {
+    Closed,
+    Open { until: Instant },
+    HalfOpen { trials: Vec<Trial>, successes: u32 },
+    Isolated,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Trial {
+    id: u64,
+    expires: Instant,
+}
+
+/// A circuit breaker as a pure state machine.
+///
+/// It never reads a clock, locks or spawns: every method takes `now`, and returns the
+/// transition it caused. Drive it with [`on_admit`](Self::on_admit) before a call and
+/// [`on_outcome`](Self::on_outcome) after; [`poll`](Self::poll) lets timers fire without a
+/// call.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tokio::time::Instant;
+/// use fusebox::breaker::{CircuitState, Outcome, State};
+/// use fusebox::{Breaker, Verdict};
+///
+/// let t0 = Instant::now();
+/// let mut breaker = State::new(&Breaker::consecutive(2), t0);
+/// let failure = Outcome::Completed { verdict: Verdict::Failure, elapsed: Duration::ZERO };
+/// for _ in 0..2 {
+///     let permit = breaker.on_admit(t0).decision.unwrap();
+///     breaker.on_outcome(permit, failure, t0);
+/// }
+/// assert_eq!(breaker.state(), CircuitState::Open);
+/// let rejected = breaker.on_admit(t0 + Duration::from_secs(1)).decision.unwrap_err();
+/// assert_eq!(rejected.retry_after, Some(Duration::from_secs(59)));
+/// ```
+#[derive(Debug, Clone)]
+pub struct State {
+    phase: Phase,
+    generation: u64,
+    consecutive_threshold: Option<u32>,
+    failure_rate: Option<f64>,
+    slow_call: Option<(Duration, f64)>,
+    minimum_calls: u32,
+    half_open_max_calls: u32,
+    success_threshold: u32,
+    trial_timeout: Option<Duration>,
+    window: Option<RateWindow>,
+    backoff: Backoff,
+    consecutive: u32,
+    /// The counted failures behind the current (or last) open.
+    open_failures: u32,
+    /// How long the current (or last) open lasts.
+    last_open_for: Duration,
+    next_trial: u64,
+    stats: Stats,
+    history: VecDeque<Transition>,
+}
+
+impl State {
+    /// A closed breaker with the given settings. The settings are assumed valid (see
+    /// [`Provider::validate`](crate::Provider::validate)).
+    pub fn new(config: &Breaker, now: Instant) -> Self {
+        Self::with_seed(config, now, 0x9E37_79B9_7F4A_7C15)
+    }
+
+    /// Like [`new`](Self::new), with the seed of the jitter's random source (give each
+    /// provider its own, so that their re-opens do not line up).
+    pub fn with_seed(config: &Breaker, now: Instant, seed: u64) -> Self {
+        let window = (config.failure_rate.is_some() || config.slow_call.is_some())
+            .then(|| RateWindow::new(config.window, now));
+        State {
+            phase: Phase::Closed,
+            generation: 0,
+            consecutive_threshold: config.consecutive,
+            failure_rate: config.failure_rate,
+            slow_call: config.slow_call,
+            minimum_calls: config.effective_minimum_calls(),
+            half_open_max_calls: config.half_open_max_calls,
+            success_threshold: config.success_threshold,
+            trial_timeout: config.trial_timeout,
+            window,
+            backoff: Backoff::new(
+                config.open_for,
+                config.effective_max_open_for(),
+                config.jitter,
+                seed,
+            ),
+            consecutive: 0,
+            open_failures: 0,
+            last_open_for: config.open_for,
+            next_trial: 0,
+            stats: Stats::default(),
+            history: VecDeque::with_capacity(HISTORY_LEN),
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> CircuitState {
+        match self.phase {
+            Phase::Closed => CircuitState::Closed,
+            Phase::Open { .. } => CircuitState::Open,
+            Phase::HalfOpen { .. } => CircuitState::HalfOpen,
+            Phase::Isolated => CircuitState::Isolated,
+        }
+    }
+
+    /// The current generation: how many transitions have happened.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The open deadline, while open.
+    pub fn open_until(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Open { until } => Some(until),
+            _ => None,
+        }
+    }
+
+    /// How long until the circuit admits a trial, while open.
+    pub fn retry_after(&self, now: Instant) -> Option<Duration> {
+        self.open_until()
+            .map(|until| until.saturating_duration_since(now))
+    }
+
+    /// The lifetime counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The latest transitions, oldest first (at most [`HISTORY_LEN`]).
+    pub fn history(&self) -> impl ExactSizeIterator<Item = &Transition> {
+        self.history.iter()
+    }
+
+    /// The consecutive-failure threshold in force, if that condition is enabled.
+    pub fn failure_threshold(&self) -> Option<u32> {
+        self.consecutive_threshold
+    }
+
+    /// The current run of consecutive counted failures.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive
+    }
+
+    /// The base open duration in force.
+    pub fn base_open_for(&self) -> Duration {
+        self.backoff.base()
+    }
+
+    /// How long the current (or last) open lasts.
+    pub fn open_for(&self) -> Duration {
+        self.last_open_for
+    }
+
+    /// The counted failures behind the current (or last) open.
+    pub fn failure_count(&self) -> u32 {
+        self.open_failures
+    }
+
+    /// Half-open trials in flight.
+    pub fn trials_in_flight(&self) -> u32 {
+        match &self.phase {
+            Phase::HalfOpen { trials, .. } => trials.len() as u32,
+            _ => 0,
+        }
+    }
+
+    /// Replaces the consecutive-failure threshold and the base open duration (adaptive
+    /// thresholds). Takes effect from the next failure and the next open; never trips by
+    /// itself.
+    pub fn set_thresholds(&mut self, consecutive: Option<u32>, base_open_for: Duration) {
+        self.consecutive_threshold = consecutive;
+        self.backoff.set_base(base_open_for);
+    }
+
+    /// Asks to make a call at `now`.
+    ///
+    /// Closed: admitted. Open before the deadline, isolated, or half-open with every trial
+    /// slot taken: rejected (and counted in [`Stats::rejected`]). Open at or after the
+    /// deadline: moves to half-open and admits the first trial.
+    pub fn on_admit(&mut self, now: Instant) -> Admission {
+        let transition = self.poll(now);
+        let decision = match &mut self.phase {
+            Phase::Closed => Ok(Permit {
+                generation: self.generation,
+                trial: None,
+            }),
+            Phase::HalfOpen { trials, .. } if (trials.len() as u32) < self.half_open_max_calls => {
+                let id = self.next_trial;
+                self.next_trial += 1;
+                let timeout = self.trial_timeout.unwrap_or(self.last_open_for);
+                trials.push(Trial {
+                    id,
+                    expires: now + timeout,
+                });
+                Ok(Permit {
+                    generation: self.generation,
+                    trial: Some(id),
+                })
+            }
+            Phase::HalfOpen { trials, .. } => Err(Rejection {
+                state: CircuitState::HalfOpen,
+                retry_after: trials
+                    .iter()
+                    .map(|t| t.expires.saturating_duration_since(now))
+                    .min(),
+                failure_count: self.open_failures,
+            }),
+            Phase::Open { until } => Err(Rejection {
+                state: CircuitState::Open,
+                retry_after: Some(until.saturating_duration_since(now)),
+                failure_count: self.open_failures,
+            }),
+            Phase::Isolated => Err(Rejection {
+                state: CircuitState::Isolated,
+                retry_after: None,
+                failure_count: self.open_failures,
+            }),
+        };
+        match decision {
+            Ok(_) => self.stats.total += 1,
+            Err(_) => self.stats.rejected += 1,
+        }
+        Admission {
+            decision,
+            transition,
+        }
+    }
+
+    /// Reports how an admitted call ended.
+    ///
+    /// Statistics always count it. Only an outcome admitted under the current generation can
+    /// change state; an older one (a call that started before the last transition) never
+    /// does, except that a `Retry-After` hint still pushes an open deadline later.
+    pub fn on_outcome(
+        &mut self,
+        permit: Permit,
+        outcome: Outcome,
+        now: Instant,
+    ) -> Option<Transition> {
+        let expired = self.expire_trials(now);
+        let sample = self.count(outcome, now);
+        if let Phase::HalfOpen { trials, .. } = &mut self.phase {
+            if permit.generation == self.generation {
+                trials.retain(|t| Some(t.id) != permit.trial);
+            }
+        }
+        if permit.generation != self.generation {
+            if let (Some(d), Phase::Open { until }) = (rate_limit_hint(outcome), &mut self.phase) {
+                *until = (*until).max(now + d);
+            }
+            return expired;
+        }
+        let Some(sample) = sample else {
+            // Ignored or cancelled: decides nothing (a trial's slot is already freed).
+            return expired;
+        };
+        let Outcome::Completed { verdict, .. } = outcome else {
+            return expired;
+        };
+        match self.phase {
+            Phase::Closed => self.closed_outcome(verdict, sample, now),
+            Phase::HalfOpen { .. } => self.trial_outcome(verdict, sample, now),
+            // Nothing is admitted under the generation of an open or isolated phase.
+            Phase::Open { .. } | Phase::Isolated => None,
+        }
+    }
+
+    /// Fires the timers due at `now`: a half-open trial past its timeout re-opens the
+    /// circuit; an open circuit past its deadline becomes half-open. At most one transition.
+    pub fn poll(&mut self, now: Instant) -> Option<Transition> {
+        if let Some(transition) = self.expire_trials(now) {
+            return Some(transition);
+        }
+        match self.phase {
+            Phase::Open { until } if now >= until => Some(self.transition(
+                Phase::HalfOpen {
+                    trials: Vec::new(),
+                    successes: 0,
+                },
+                Cause::OpenElapsed,
+                now,
+            )),
+            _ => None,
+        }
+    }
+
+    /// When the next timer is due: the open deadline, or the earliest trial timeout.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Open { until } => Some(*until),
+            Phase::HalfOpen { trials, .. } => trials.iter().map(|t| t.expires).min(),
+            _ => None,
+        }
+    }
+
+    /// Takes the provider out until [`reset`](Self::reset). No transition if already isolated.
+    pub fn isolate(&mut self, now: Instant) -> Option<Transition> {
+        if matches!(self.phase, Phase::Isolated) {
+            return None;
+        }
+        Some(self.transition(Phase::Isolated, Cause::Operator, now))
+    }
+
+    /// Closes the circuit from any state and forgets its failures and re-opens. No
+    /// transition if already closed (the counts are still cleared).
+    pub fn reset(&mut self, now: Instant) -> Option<Transition> {
+        self.backoff.reset();
+        if matches!(self.phase, Phase::Closed) {
+            self.clear_counts();
+            return None;
+        }
+        Some(self.transition(Phase::Closed, Cause::Operator, now))
+    }
+
+    /// Updates the statistics for an outcome; returns the window sample for a completed,
+    /// counted or successful call (None for ignored and cancelled calls).
+    fn count(&mut self, outcome: Outcome, now: Instant) -> Option<Sample> {
+        let Outcome::Completed { verdict, elapsed } = outcome else {
+            self.stats.cancelled += 1;
+            return None;
+        };
+        let slow = self
+            .slow_call
+            .is_some_and(|(threshold, _)| elapsed > threshold);
+        self.stats.slow += u64::from(slow);
+        match verdict {
+            Verdict::Success => self.stats.successful += 1,
+            Verdict::Ignored => {
+                self.stats.ignored += 1;
+                return None;
+            }
+            Verdict::Failure | Verdict::RateLimited { .. } | Verdict::Isolate => {
+                self.stats.failed += 1;
+                self.stats.rate_limited +=
+                    u64::from(matches!(verdict, Verdict::RateLimited { .. }));
+                self.stats.last_failure = Some(now);
+            }
+        }
+        Some(Sample {
+            failed: verdict.is_failure(),
+            slow,
+        })
+    }
+
+    fn closed_outcome(
+        &mut self,
+        verdict: Verdict,
+        sample: Sample,
+        now: Instant,
+    ) -> Option<Transition> {
+        match verdict {
+            Verdict::Isolate => {
+                return Some(self.transition(Phase::Isolated, Cause::IsolatingVerdict, now))
+            }
+            Verdict::RateLimited {
+                retry_after: Some(d),
+            } if !d.is_zero() => {
+                self.consecutive += 1;
+                return Some(self.open(Cause::RateLimited, self.consecutive, d, now));
+            }
+            _ => {}
+        }
+        self.consecutive = if sample.failed {
+            self.consecutive + 1
+        } else {
+            0
+        };
+        let totals = self.window.as_mut().map(|window| {
+            window.record(sample, now);
+            window.totals(now)
+        });
+        if sample.failed
+            && self
+                .consecutive_threshold
+                .is_some_and(|n| self.consecutive >= n)
+        {
+            let d = self.backoff.first();
+            return Some(self.open(Cause::ConsecutiveFailures, self.consecutive, d, now));
+        }
+        let totals = totals?;
+        if totals.calls < self.minimum_calls {
+            return None;
+        }
+        let calls = f64::from(totals.calls);
+        let cause = if self
+            .failure_rate
+            .is_some_and(|ratio| f64::from(totals.failures) >= ratio * calls)
+        {
+            Cause::FailureRate
+        } else if self
+            .slow_call
+            .is_some_and(|(_, ratio)| f64::from(totals.slow) >= ratio * calls)
+        {
+            Cause::SlowCallRate
+        } else {
+            return None;
+        };
+        let d = self.backoff.first();
+        Some(self.open(cause, totals.failures, d, now))
+    }
+
+    fn trial_outcome(
+        &mut self,
+        verdict: Verdict,
+        sample: Sample,
+        now: Instant,
+    ) -> Option<Transition> {
+        if verdict == Verdict::Isolate {
+            return Some(self.transition(Phase::Isolated, Cause::IsolatingVerdict, now));
+        }
+        if sample.failed || sample.slow {
+            let grown = self.backoff.grow();
+            let d = rate_limit_hint_of(verdict).map_or(grown, |hint| grown.max(hint));
+            return Some(self.open(Cause::TrialFailed, self.open_failures, d, now));
+        }
+        let Phase::HalfOpen { successes, .. } = &mut self.phase else {
+            return None;
+        };
+        *successes += 1;
+        if *successes < self.success_threshold {
+            return None;
+        }
+        self.backoff.reset();
+        Some(self.transition(Phase::Closed, Cause::TrialsSucceeded, now))
+    }
+
+    /// Re-opens the circuit if a half-open trial is past its timeout.
+    fn expire_trials(&mut self, now: Instant) -> Option<Transition> {
+        let Phase::HalfOpen { trials, .. } = &self.phase else {
+            return None;
+        };
+        if !trials.iter().any(|t| now >= t.expires) {
+            return None;
+        }
+        self.stats.trial_timeouts += 1;
+        let d = self.backoff.grow();
+        Some(self.open(Cause::TrialTimedOut, self.open_failures, d, now))
+    }
+
+    fn open(
+        &mut self,
+        cause: Cause,
+        failures: u32,
+        open_for: Duration,
+        now: Instant,
+    ) -> Transition {
+        self.open_failures = failures;
+        self.last_open_for = open_for;
+        let mut transition = self.transition(
+            Phase::Open {
+                until: now + open_for,
+            },
+            cause,
+            now,
+        );
+        transition.failures = failures;
+        transition.open_for = Some(open_for);
+        if let Some(last) = self.history.back_mut() {
+            *last = transition;
+        }
+        transition
+    }
+
+    fn transition(&mut self, to: Phase, cause: Cause, now: Instant) -> Transition {
+        let from = self.state();
+        self.phase = to;
+        self.generation += 1;
+        if matches!(self.phase, Phase::Closed) {
+            self.clear_counts();
+        } else {
+            self.consecutive = 0;
+        }
+        let transition = Transition {
+            from,
+            to: self.state(),
+            generation: self.generation,
+            cause,
+            at: now,
+            failures: 0,
+            open_for: None,
+        };
+        if self.history.len() == HISTORY_LEN {
+            self.history.pop_front();
+        }
+        self.history.push_back(transition);
+        transition
+    }
+
+    fn clear_counts(&mut self) {
+        self.consecutive = 0;
+        if let Some(window) = &mut self.window {
+            window.clear();
+        }
+    }
+}
+
+fn rate_limit_hint_of(verdict: Verdict) -> Option<Duration> {
+    match verdict {
+        Verdict::RateLimited { retry_after } => retry_after.filter(|d| !d.is_zero()),
+        _ => None,
+    }
+}
+
+fn rate_limit_hint(outcome: Outcome) -> Option<Duration> {
+    match outcome {
+        Outcome::Completed { verdict, .. } => rate_limit_hint_of(verdict),
+        Outcome::Cancelled => None,
+    }
+}

@@ -1,0 +1,656 @@
+//! Unit tests of the pure breaker: every transition and every default.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::*;
+use crate::config::{Breaker, Window};
+use crate::Verdict;
+
+const S: Duration = Duration::from_secs(1);
+
+fn done(verdict: Verdict) -> Outcome {
+    Outcome::Completed {
+        verdict,
+        elapsed: Duration::from_millis(10),
+    }
+}
+
+fn slow(verdict: Verdict, elapsed: Duration) -> Outcome {
+    Outcome::Completed { verdict, elapsed }
+}
+
+/// A breaker plus a clock the test moves by hand.
+struct Rig {
+    b: State,
+    now: Instant,
+}
+
+impl Rig {
+    fn new(config: Breaker) -> Self {
+        let now = Instant::now();
+        Rig {
+            b: State::new(&config, now),
+            now,
+        }
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+    }
+
+    fn admit(&mut self) -> Permit {
+        self.b.on_admit(self.now).decision.expect("admitted")
+    }
+
+    fn reject(&mut self) -> Rejection {
+        self.b.on_admit(self.now).decision.expect_err("rejected")
+    }
+
+    fn call(&mut self, outcome: Outcome) -> Option<Transition> {
+        let p = self.admit();
+        self.b.on_outcome(p, outcome, self.now)
+    }
+
+    fn fail_n(&mut self, n: u32) -> Option<Transition> {
+        let mut last = None;
+        for _ in 0..n {
+            last = self.call(done(Verdict::Failure)).or(last);
+        }
+        last
+    }
+
+    fn state(&self) -> CircuitState {
+        self.b.state()
+    }
+}
+
+#[test]
+fn defaults() {
+    let c = Breaker::default();
+    assert_eq!(c.consecutive, Some(5));
+    assert_eq!(c.open_for, 60 * S);
+    assert_eq!(c.effective_max_open_for(), 600 * S);
+    assert_eq!(c.half_open_max_calls, 1);
+    assert_eq!(c.success_threshold, 1);
+    assert_eq!(c.trial_timeout, None);
+    assert_eq!(c.failure_rate, None);
+    assert_eq!(c.slow_call, None);
+    assert_eq!(c.window, Window::Calls(100));
+    assert_eq!(c.effective_minimum_calls(), 10);
+    assert_eq!(c.jitter, 0.1);
+    assert_eq!(
+        Breaker::default()
+            .failure_rate(0.5, Window::Calls(4))
+            .effective_minimum_calls(),
+        4
+    );
+    let r = Rig::new(Breaker::default());
+    assert_eq!(r.state(), CircuitState::Closed);
+    assert_eq!(r.b.generation(), 0);
+    assert_eq!(*r.b.stats(), Stats::default());
+}
+
+#[test]
+fn closed_to_open_after_consecutive_failures() {
+    let mut r = Rig::new(Breaker::default());
+    assert_eq!(r.fail_n(4), None);
+    assert_eq!(r.state(), CircuitState::Closed);
+    let t = r.fail_n(1).unwrap();
+    assert_eq!(
+        (t.from, t.to, t.cause),
+        (
+            CircuitState::Closed,
+            CircuitState::Open,
+            Cause::ConsecutiveFailures
+        )
+    );
+    assert_eq!((t.failures, t.open_for, t.generation), (5, Some(60 * S), 1));
+    assert_eq!(r.b.open_until(), Some(r.now + 60 * S));
+}
+
+#[test]
+fn a_success_resets_the_consecutive_count() {
+    let mut r = Rig::new(Breaker::default());
+    r.fail_n(4);
+    r.call(done(Verdict::Success));
+    assert_eq!(r.fail_n(4), None);
+    assert_eq!(r.state(), CircuitState::Closed);
+}
+
+#[test]
+fn ignored_and_cancelled_calls_neither_count_nor_reset() {
+    let mut r = Rig::new(Breaker::consecutive(2));
+    r.fail_n(1);
+    r.call(done(Verdict::Ignored));
+    r.call(Outcome::Cancelled);
+    assert_eq!(r.b.consecutive_failures(), 1);
+    assert!(r.fail_n(1).is_some());
+    let s = r.b.stats();
+    assert_eq!((s.ignored, s.cancelled, s.failed, s.total), (1, 1, 2, 4));
+}
+
+#[test]
+fn open_rejects_with_a_retry_after_that_counts_down() {
+    let mut r = Rig::new(Breaker::default());
+    r.fail_n(5);
+    let rej = r.reject();
+    assert_eq!(rej.state, CircuitState::Open);
+    assert_eq!(rej.retry_after, Some(60 * S));
+    assert_eq!(rej.failure_count, 5);
+    r.advance(59 * S);
+    assert_eq!(r.reject().retry_after, Some(S));
+    assert_eq!(r.b.stats().rejected, 2);
+}
+
+#[test]
+fn open_to_half_open_at_the_deadline_admits_one_trial() {
+    let mut r = Rig::new(Breaker::default());
+    r.fail_n(5);
+    r.advance(60 * S);
+    let a = r.b.on_admit(r.now);
+    let t = a.transition.unwrap();
+    assert_eq!(
+        (t.from, t.to, t.cause),
+        (
+            CircuitState::Open,
+            CircuitState::HalfOpen,
+            Cause::OpenElapsed
+        )
+    );
+    assert!(a.decision.unwrap().is_trial());
+    let rej = r.reject();
+    assert_eq!(rej.state, CircuitState::HalfOpen);
+    assert_eq!(
+        rej.retry_after,
+        Some(60 * S),
+        "the trial times out after the open duration"
+    );
+}
+
+#[test]
+fn poll_moves_open_to_half_open_without_a_call() {
+    let mut r = Rig::new(Breaker::default());
+    r.fail_n(5);
+    assert_eq!(r.b.next_deadline(), Some(r.now + 60 * S));
+    assert_eq!(r.b.poll(r.now + 59 * S), None);
+    let t = r.b.poll(r.now + 60 * S).unwrap();
+    assert_eq!(t.to, CircuitState::HalfOpen);
+}
+
+#[test]
+fn half_open_to_closed_on_a_successful_trial() {
+    let mut r = Rig::new(Breaker::default());
+    r.fail_n(5);
+    r.advance(60 * S);
+    let t = r.call(done(Verdict::Success)).unwrap();
+    assert_eq!(
+        (t.from, t.to, t.cause),
+        (
+            CircuitState::HalfOpen,
+            CircuitState::Closed,
+            Cause::TrialsSucceeded
+        )
+    );
+    assert_eq!(r.b.generation(), 3);
+    // A clean close forgets the failures and the growth.
+    assert_eq!(r.fail_n(4), None);
+    assert_eq!(r.fail_n(1).unwrap().open_for, Some(60 * S));
+}
+
+#[test]
+fn half_open_to_open_on_a_failed_trial_with_a_longer_open() {
+    let mut r = Rig::new(Breaker::default().jitter(0.0));
+    r.fail_n(5);
+    r.advance(60 * S);
+    let t = r.call(done(Verdict::Failure)).unwrap();
+    assert_eq!(
+        (t.from, t.to, t.cause),
+        (
+            CircuitState::HalfOpen,
+            CircuitState::Open,
+            Cause::TrialFailed
+        )
+    );
+    assert_eq!(t.open_for, Some(120 * S));
+    assert_eq!(t.failures, 5);
+    r.advance(120 * S);
+    assert_eq!(
+        r.call(done(Verdict::Failure)).unwrap().open_for,
+        Some(240 * S)
+    );
+}
+
+#[test]
+fn grown_open_durations_are_capped_and_jittered() {
+    let mut r = Rig::new(Breaker::default().max_open_for(150 * S));
+    r.fail_n(5);
+    for _ in 0..5 {
+        r.advance(r.b.retry_after(r.now).unwrap());
+        let d = r.call(done(Verdict::Failure)).unwrap().open_for.unwrap();
+        assert!(d <= 150 * S && d >= (120 * S).mul_f64(0.9), "{d:?}");
+    }
+}
+
+#[test]
+fn success_threshold_and_half_open_max_calls() {
+    let mut r = Rig::new(
+        Breaker::default()
+            .half_open_max_calls(3)
+            .success_threshold(3),
+    );
+    r.fail_n(5);
+    r.advance(60 * S);
+    let trials = [r.admit(), r.admit(), r.admit()];
+    assert_eq!(r.reject().state, CircuitState::HalfOpen);
+    let mut last = None;
+    for p in trials {
+        assert_eq!(last, None);
+        last = r.b.on_outcome(p, done(Verdict::Success), r.now);
+    }
+    assert_eq!(last.unwrap().to, CircuitState::Closed);
+}
+
+#[test]
+fn a_finished_trial_frees_its_slot_for_the_next() {
+    let mut r = Rig::new(
+        Breaker::default()
+            .half_open_max_calls(2)
+            .success_threshold(2),
+    );
+    r.fail_n(5);
+    r.advance(60 * S);
+    assert_eq!(r.call(done(Verdict::Success)), None);
+    assert_eq!(r.b.trials_in_flight(), 0);
+    assert_eq!(
+        r.call(done(Verdict::Success)).unwrap().to,
+        CircuitState::Closed
+    );
+}
+
+#[test]
+fn cancelled_or_ignored_trials_free_their_slot_without_deciding() {
+    let mut r = Rig::new(Breaker::default());
+    r.fail_n(5);
+    r.advance(60 * S);
+    assert_eq!(r.call(Outcome::Cancelled), None);
+    assert_eq!(r.call(done(Verdict::Ignored)), None);
+    assert_eq!(r.state(), CircuitState::HalfOpen);
+    assert_eq!(
+        r.call(done(Verdict::Success)).unwrap().to,
+        CircuitState::Closed
+    );
+}
+
+#[test]
+fn a_hung_trial_times_out_as_a_failure() {
+    let mut r = Rig::new(Breaker::default().jitter(0.0).trial_timeout(10 * S));
+    r.fail_n(5);
+    r.advance(60 * S);
+    let hung = r.admit();
+    r.advance(9 * S);
+    assert_eq!(r.reject().retry_after, Some(S));
+    r.advance(S);
+    let a = r.b.on_admit(r.now);
+    let t = a.transition.unwrap();
+    assert_eq!(
+        (t.from, t.to, t.cause),
+        (
+            CircuitState::HalfOpen,
+            CircuitState::Open,
+            Cause::TrialTimedOut
+        )
+    );
+    assert_eq!(t.open_for, Some(120 * S));
+    assert_eq!(a.decision.unwrap_err().state, CircuitState::Open);
+    // When it finally reports, it is stale: counted, decides nothing.
+    assert_eq!(r.b.on_outcome(hung, done(Verdict::Success), r.now), None);
+    assert_eq!(r.state(), CircuitState::Open);
+    let s = r.b.stats();
+    assert_eq!((s.trial_timeouts, s.successful, s.outstanding()), (1, 1, 0));
+}
+
+#[test]
+fn trial_timeout_defaults_to_the_open_duration() {
+    let mut r = Rig::new(Breaker::default());
+    r.fail_n(5);
+    r.advance(60 * S);
+    let _hung = r.admit();
+    assert_eq!(r.b.next_deadline(), Some(r.now + 60 * S));
+    assert!(r.b.poll(r.now + 60 * S).is_some());
+}
+
+#[test]
+fn a_stale_success_does_not_close_the_circuit() {
+    let mut r = Rig::new(Breaker::consecutive(1));
+    let early = r.admit();
+    r.fail_n(1);
+    r.advance(90 * S);
+    assert_eq!(r.b.on_outcome(early, done(Verdict::Success), r.now), None);
+    assert_eq!(r.state(), CircuitState::Open);
+    assert_eq!(r.b.stats().successful, 1);
+}
+
+#[test]
+fn a_stale_failure_does_not_reopen_a_closed_circuit() {
+    let mut r = Rig::new(Breaker::consecutive(1));
+    let early = r.admit();
+    r.fail_n(1);
+    r.advance(60 * S);
+    r.call(done(Verdict::Success));
+    assert_eq!(r.b.on_outcome(early, done(Verdict::Failure), r.now), None);
+    assert_eq!(r.state(), CircuitState::Closed);
+    assert_eq!(r.b.consecutive_failures(), 0);
+}
+
+#[test]
+fn rate_limit_with_a_hint_opens_at_once_for_the_hint() {
+    let mut r = Rig::new(Breaker::default());
+    let t = r
+        .call(done(Verdict::RateLimited {
+            retry_after: Some(30 * S),
+        }))
+        .unwrap();
+    assert_eq!(
+        (t.to, t.cause, t.open_for),
+        (CircuitState::Open, Cause::RateLimited, Some(30 * S))
+    );
+    assert_eq!(r.reject().retry_after, Some(30 * S));
+    assert_eq!(r.b.stats().rate_limited, 1);
+}
+
+#[test]
+fn a_hint_above_the_cap_is_honoured() {
+    let mut r = Rig::new(Breaker::default().max_open_for(60 * S));
+    let t = r
+        .call(done(Verdict::RateLimited {
+            retry_after: Some(3600 * S),
+        }))
+        .unwrap();
+    assert_eq!(t.open_for, Some(3600 * S));
+}
+
+#[test]
+fn rate_limit_without_a_hint_is_an_ordinary_failure() {
+    let mut r = Rig::new(Breaker::consecutive(2));
+    let none = done(Verdict::RateLimited { retry_after: None });
+    assert_eq!(r.call(none), None);
+    assert_eq!(
+        r.call(done(Verdict::RateLimited {
+            retry_after: Some(Duration::ZERO)
+        }))
+        .unwrap()
+        .cause,
+        Cause::ConsecutiveFailures
+    );
+}
+
+#[test]
+fn a_later_hint_raises_the_deadline_but_a_shorter_one_never_lowers_it() {
+    let mut r = Rig::new(Breaker::default());
+    let in_flight = [r.admit(), r.admit()];
+    r.call(done(Verdict::RateLimited {
+        retry_after: Some(30 * S),
+    }));
+    let until = r.b.open_until().unwrap();
+    let [a, b] = in_flight;
+    r.advance(5 * S);
+    r.b.on_outcome(
+        a,
+        done(Verdict::RateLimited {
+            retry_after: Some(10 * S),
+        }),
+        r.now,
+    );
+    assert_eq!(r.b.open_until(), Some(until), "shorter hint ignored");
+    r.b.on_outcome(
+        b,
+        done(Verdict::RateLimited {
+            retry_after: Some(100 * S),
+        }),
+        r.now,
+    );
+    assert_eq!(
+        r.b.open_until(),
+        Some(r.now + 100 * S),
+        "longer hint raises"
+    );
+    assert_eq!(r.state(), CircuitState::Open);
+}
+
+#[test]
+fn a_rate_limited_trial_reopens_for_at_least_the_hint() {
+    let mut r = Rig::new(Breaker::default().jitter(0.0));
+    r.fail_n(5);
+    r.advance(60 * S);
+    let t = r
+        .call(done(Verdict::RateLimited {
+            retry_after: Some(500 * S),
+        }))
+        .unwrap();
+    assert_eq!((t.cause, t.open_for), (Cause::TrialFailed, Some(500 * S)));
+}
+
+#[test]
+fn isolate_verdict_isolates_from_closed_and_half_open() {
+    let mut r = Rig::new(Breaker::default());
+    let t = r.call(done(Verdict::Isolate)).unwrap();
+    assert_eq!(
+        (t.to, t.cause),
+        (CircuitState::Isolated, Cause::IsolatingVerdict)
+    );
+    let rej = r.reject();
+    assert_eq!((rej.state, rej.retry_after), (CircuitState::Isolated, None));
+
+    let mut r = Rig::new(Breaker::default());
+    r.fail_n(5);
+    r.advance(60 * S);
+    assert_eq!(
+        r.call(done(Verdict::Isolate)).unwrap().to,
+        CircuitState::Isolated
+    );
+}
+
+#[test]
+fn isolated_is_left_only_by_reset() {
+    let mut r = Rig::new(Breaker::default());
+    let t = r.b.isolate(r.now).unwrap();
+    assert_eq!(
+        (t.from, t.to, t.cause),
+        (
+            CircuitState::Closed,
+            CircuitState::Isolated,
+            Cause::Operator
+        )
+    );
+    assert_eq!(r.b.isolate(r.now), None);
+    r.advance(1_000_000 * S);
+    assert_eq!(r.b.poll(r.now), None);
+    r.reject();
+    let t = r.b.reset(r.now).unwrap();
+    assert_eq!(
+        (t.from, t.to),
+        (CircuitState::Isolated, CircuitState::Closed)
+    );
+    r.admit();
+}
+
+#[test]
+fn reset_closes_an_open_circuit_and_forgets_growth() {
+    let mut r = Rig::new(Breaker::default().jitter(0.0));
+    r.fail_n(5);
+    r.advance(60 * S);
+    r.call(done(Verdict::Failure));
+    assert_eq!(r.b.reset(r.now).unwrap().from, CircuitState::Open);
+    assert_eq!(r.fail_n(5).unwrap().open_for, Some(60 * S));
+    assert_eq!(Rig::new(Breaker::default()).b.reset(Instant::now()), None);
+}
+
+#[test]
+fn failure_rate_trips_a_partial_outage() {
+    // Every other call fails: never two consecutive failures, but a 50 % rate.
+    let mut r = Rig::new(Breaker::consecutive(5).failure_rate(0.5, Window::Calls(10)));
+    let mut tripped = None;
+    for i in 0..10 {
+        let v = if i % 2 == 0 {
+            Verdict::Success
+        } else {
+            Verdict::Failure
+        };
+        tripped = tripped.or(r.call(done(v)));
+    }
+    let t = tripped.unwrap();
+    assert_eq!((t.cause, t.failures), (Cause::FailureRate, 5));
+}
+
+#[test]
+fn failure_rate_waits_for_minimum_calls() {
+    let mut r = Rig::new(
+        Breaker::rate_based()
+            .failure_rate(0.5, Window::Calls(100))
+            .minimum_calls(20),
+    );
+    for _ in 0..19 {
+        assert_eq!(r.call(done(Verdict::Failure)), None);
+    }
+    assert_eq!(
+        r.call(done(Verdict::Failure)).unwrap().cause,
+        Cause::FailureRate
+    );
+}
+
+#[test]
+fn count_window_trips_after_100k_successes_within_a_window_of_failures() {
+    let mut r = Rig::new(Breaker::rate_based().failure_rate(0.5, Window::Calls(100)));
+    for _ in 0..100_000 {
+        r.call(done(Verdict::Success));
+    }
+    let mut failures = 0;
+    while r.state() == CircuitState::Closed {
+        r.call(done(Verdict::Failure));
+        failures += 1;
+        assert!(failures <= 100, "did not trip within the window");
+    }
+    assert_eq!(failures, 50);
+}
+
+#[test]
+fn time_window_forgets_old_failures() {
+    let mut r = Rig::new(
+        Breaker::rate_based()
+            .failure_rate(0.5, Window::Time(60 * S))
+            .minimum_calls(4),
+    );
+    for _ in 0..3 {
+        r.call(done(Verdict::Failure));
+    }
+    r.advance(61 * S);
+    for _ in 0..3 {
+        assert_eq!(r.call(done(Verdict::Success)), None);
+    }
+    // Three old failures are gone: 1 failure in 4 calls is 25 %.
+    assert_eq!(r.call(done(Verdict::Failure)), None);
+    assert_eq!(r.state(), CircuitState::Closed);
+}
+
+#[test]
+fn time_window_trips_on_a_burst() {
+    let mut r = Rig::new(Breaker::rate_based().failure_rate(0.5, Window::Time(60 * S)));
+    let mut t = None;
+    for i in 0..10 {
+        r.advance(S);
+        t = t.or(r.call(done(if i % 2 == 0 {
+            Verdict::Failure
+        } else {
+            Verdict::Success
+        })));
+    }
+    assert_eq!(t.unwrap().cause, Cause::FailureRate);
+}
+
+#[test]
+fn slow_call_rate_trips() {
+    let mut r = Rig::new(
+        Breaker::rate_based()
+            .slow_call(10 * S, 0.5)
+            .minimum_calls(4),
+    );
+    r.call(slow(Verdict::Success, 11 * S));
+    r.call(slow(Verdict::Success, S));
+    r.call(slow(Verdict::Success, 10 * S)); // not slower than the threshold
+    let t = r.call(slow(Verdict::Success, 30 * S)).unwrap();
+    assert_eq!(t.cause, Cause::SlowCallRate);
+    assert_eq!(r.b.stats().slow, 2);
+}
+
+#[test]
+fn a_slow_trial_counts_as_failed() {
+    let mut r = Rig::new(
+        Breaker::consecutive(1)
+            .slow_call(10 * S, 1.0)
+            .minimum_calls(1),
+    );
+    r.fail_n(1);
+    r.advance(60 * S);
+    assert_eq!(
+        r.call(slow(Verdict::Success, 20 * S)).unwrap().to,
+        CircuitState::Open
+    );
+}
+
+#[test]
+fn closing_clears_the_rate_window() {
+    let mut r = Rig::new(Breaker::rate_based().failure_rate(0.5, Window::Calls(4)));
+    r.fail_n(4);
+    assert_eq!(r.state(), CircuitState::Open);
+    r.advance(60 * S);
+    r.call(done(Verdict::Success));
+    assert_eq!(r.state(), CircuitState::Closed);
+    // With the old failures still counted this would trip at once.
+    assert_eq!(r.call(done(Verdict::Failure)), None);
+}
+
+#[test]
+fn set_thresholds_applies_from_the_next_failure_and_open() {
+    let mut r = Rig::new(Breaker::consecutive(10));
+    r.fail_n(3);
+    r.b.set_thresholds(Some(3), 30 * S);
+    assert_eq!(r.b.failure_threshold(), Some(3));
+    let t = r.fail_n(1).unwrap();
+    assert_eq!((t.failures, t.open_for), (4, Some(30 * S)));
+}
+
+#[test]
+fn history_is_bounded_and_in_order() {
+    let mut r = Rig::new(Breaker::consecutive(1));
+    for _ in 0..40 {
+        r.b.isolate(r.now);
+        r.b.reset(r.now);
+    }
+    assert_eq!(r.b.history().len(), HISTORY_LEN);
+    let gens: Vec<u64> = r.b.history().map(|t| t.generation).collect();
+    assert!(gens.windows(2).all(|w| w[1] == w[0] + 1));
+    assert_eq!(*gens.last().unwrap(), r.b.generation());
+}
+
+#[test]
+fn history_records_the_open_details() {
+    let mut r = Rig::new(Breaker::consecutive(2));
+    let t = r.fail_n(2).unwrap();
+    assert_eq!(r.b.history().last(), Some(&t));
+}
+
+#[test]
+fn circuit_state_names_and_gauges() {
+    let all = [
+        CircuitState::Closed,
+        CircuitState::HalfOpen,
+        CircuitState::Open,
+        CircuitState::Isolated,
+    ];
+    let gauges: Vec<u8> = all.iter().map(|s| s.as_gauge()).collect();
+    assert_eq!(gauges, [0, 1, 2, 3]);
+    assert_eq!(CircuitState::HalfOpen.to_string(), "half_open");
+}

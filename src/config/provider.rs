@@ -1,0 +1,125 @@
+//! [`Provider`]: one LLM provider and its protections.
+
+use std::time::Duration;
+
+use super::{check, Adaptive, Breaker, Bulkhead, Scope};
+use crate::error::ConfigError;
+
+/// One provider (an API, a model deployment, a region, a key: whatever you name) and the
+/// protections around it.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use fusebox::{Breaker, Bulkhead, Provider};
+///
+/// let anthropic = Provider::new("anthropic")
+///     .breaker(Breaker::consecutive(3).open_for(Duration::from_secs(120)))
+///     .bulkhead(Bulkhead::new(10).queue(100).queue_timeout(Duration::from_secs(30)))
+///     .call_timeout(Duration::from_secs(90));
+/// assert_eq!(anthropic.name(), "anthropic");
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Provider {
+    pub(crate) name: String,
+    pub(crate) breaker: Breaker,
+    pub(crate) bulkhead: Option<Bulkhead>,
+    pub(crate) adaptive: Option<Adaptive>,
+    pub(crate) call_timeout: Option<Duration>,
+}
+
+impl Provider {
+    /// A provider with the default breaker (5 consecutive failures, open 60 s), no bulkhead,
+    /// no adaptive thresholds and no call timeout.
+    pub fn new(name: impl Into<String>) -> Self {
+        Provider {
+            name: name.into(),
+            breaker: Breaker::default(),
+            bulkhead: None,
+            adaptive: None,
+            call_timeout: None,
+        }
+    }
+
+    /// The circuit breaker settings.
+    ///
+    /// Defaults to [`Breaker::default()`].
+    pub fn breaker(mut self, breaker: Breaker) -> Self {
+        self.breaker = breaker;
+        self
+    }
+
+    /// A concurrency limit.
+    ///
+    /// Defaults to none: any number of calls may run at once.
+    pub fn bulkhead(mut self, bulkhead: Bulkhead) -> Self {
+        self.bulkhead = Some(bulkhead);
+        self
+    }
+
+    /// Thresholds that follow the request rate.
+    ///
+    /// Defaults to none: the breaker's thresholds are fixed.
+    pub fn adaptive(mut self, adaptive: Adaptive) -> Self {
+        self.adaptive = Some(adaptive);
+        self
+    }
+
+    /// A deadline for each call; a call that exceeds it is abandoned, returns
+    /// `CallError::Timeout` and counts as a failure.
+    ///
+    /// Defaults to none.
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = Some(timeout);
+        self
+    }
+
+    /// The provider's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The breaker settings.
+    pub fn breaker_config(&self) -> &Breaker {
+        &self.breaker
+    }
+
+    /// The bulkhead settings, if any.
+    pub fn bulkhead_config(&self) -> Option<&Bulkhead> {
+        self.bulkhead.as_ref()
+    }
+
+    /// The adaptive settings, if any.
+    pub fn adaptive_config(&self) -> Option<&Adaptive> {
+        self.adaptive.as_ref()
+    }
+
+    /// The per-call timeout, if any.
+    pub fn call_timeout_config(&self) -> Option<Duration> {
+        self.call_timeout
+    }
+
+    /// Checks every setting.
+    ///
+    /// # Errors
+    ///
+    /// The first bad value, naming this provider and the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.name.trim().is_empty() {
+            return Err(ConfigError::EmptyName { kind: "provider" });
+        }
+        let scope = Scope::Provider(self.name.clone());
+        self.breaker.validate(&scope)?;
+        if let Some(bulkhead) = &self.bulkhead {
+            bulkhead.validate(&scope)?;
+        }
+        if let Some(adaptive) = &self.adaptive {
+            adaptive.validate(&scope)?;
+        }
+        if let Some(timeout) = self.call_timeout {
+            check::nonzero(&scope, "call_timeout", timeout)?;
+        }
+        Ok(())
+    }
+}
