@@ -1,6 +1,11 @@
 //! The errors fusebox returns.
 
+use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::breaker::CircuitState;
+use crate::ProviderId;
 
 /// Where in a configuration a bad value sits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -134,6 +139,180 @@ impl ConfigError {
     pub fn line(&self) -> Option<usize> {
         match self {
             ConfigError::Toml { line, .. } | ConfigError::At { line, .. } => Some(*line),
+            _ => None,
+        }
+    }
+}
+
+/// Why a guarded call did not return the provider's value.
+///
+/// Everything but [`CallError::Inner`] is fusebox declining or abandoning the call; `Inner`
+/// is the provider's own error, returned as is.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CallError<E> {
+    /// The circuit is open (or half-open with every trial slot taken): the call was not made.
+    Open {
+        /// The provider.
+        provider: ProviderId,
+        /// When to try again.
+        retry_after: Duration,
+        /// The counted failures that opened the circuit.
+        failure_count: u32,
+        /// [`CircuitState::Open`] or [`CircuitState::HalfOpen`].
+        state: CircuitState,
+    },
+    /// The provider is isolated until an operator resets it: the call was not made.
+    Isolated {
+        /// The provider.
+        provider: ProviderId,
+    },
+    /// Every bulkhead slot and queue place is taken: the call was not made.
+    BulkheadFull {
+        /// The provider.
+        provider: ProviderId,
+    },
+    /// The call waited in the bulkhead queue for its whole queue timeout: it was not made.
+    QueueTimeout {
+        /// The provider.
+        provider: ProviderId,
+        /// How long it waited.
+        waited: Duration,
+    },
+    /// The call exceeded the provider's call timeout and was abandoned. Counts as a failure.
+    Timeout {
+        /// The provider.
+        provider: ProviderId,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The provider's own error.
+    Inner(E),
+    /// No provider has this name.
+    UnknownProvider(String),
+    /// The supervisor is shutting down (or its provider actor is gone): no new calls.
+    ShuttingDown,
+}
+
+impl<E> CallError<E> {
+    /// When to try this provider again, for an open circuit.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            CallError::Open { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// The provider's own error, if that is what this is.
+    pub fn into_inner(self) -> Option<E> {
+        match self {
+            CallError::Inner(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// A reference to the provider's own error, if that is what this is.
+    pub fn inner(&self) -> Option<&E> {
+        match self {
+            CallError::Inner(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether the circuit rejected the call (open, half-open full, or isolated).
+    pub fn is_open(&self) -> bool {
+        matches!(self, CallError::Open { .. } | CallError::Isolated { .. })
+    }
+
+    /// Whether the call was declined before reaching the provider (circuit, bulkhead, queue,
+    /// unknown provider, shutdown): the provider never saw it.
+    pub fn is_rejected(&self) -> bool {
+        !matches!(self, CallError::Inner(_) | CallError::Timeout { .. })
+    }
+
+    /// The provider the error is about, when known.
+    pub fn provider(&self) -> Option<&ProviderId> {
+        match self {
+            CallError::Open { provider, .. }
+            | CallError::Isolated { provider }
+            | CallError::BulkheadFull { provider }
+            | CallError::QueueTimeout { provider, .. }
+            | CallError::Timeout { provider, .. } => Some(provider),
+            _ => None,
+        }
+    }
+
+    /// Maps the provider's error type.
+    pub fn map_inner<F, T>(self, f: F) -> CallError<T>
+    where
+        F: FnOnce(E) -> T,
+    {
+        match self {
+            CallError::Open {
+                provider,
+                retry_after,
+                failure_count,
+                state,
+            } => CallError::Open {
+                provider,
+                retry_after,
+                failure_count,
+                state,
+            },
+            CallError::Isolated { provider } => CallError::Isolated { provider },
+            CallError::BulkheadFull { provider } => CallError::BulkheadFull { provider },
+            CallError::QueueTimeout { provider, waited } => {
+                CallError::QueueTimeout { provider, waited }
+            }
+            CallError::Timeout { provider, after } => CallError::Timeout { provider, after },
+            CallError::Inner(e) => CallError::Inner(f(e)),
+            CallError::UnknownProvider(name) => CallError::UnknownProvider(name),
+            CallError::ShuttingDown => CallError::ShuttingDown,
+        }
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for CallError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::Open {
+                provider,
+                retry_after,
+                failure_count,
+                state,
+            } => write!(
+                f,
+                "circuit for provider `{provider}` is {state} after {failure_count} failures; retry after {}",
+                humantime::format_duration(*retry_after)
+            ),
+            CallError::Isolated { provider } => {
+                write!(f, "provider `{provider}` is isolated until an operator resets it")
+            }
+            CallError::BulkheadFull { provider } => {
+                write!(f, "bulkhead for provider `{provider}` is full")
+            }
+            CallError::QueueTimeout { provider, waited } => write!(
+                f,
+                "no bulkhead slot for provider `{provider}` after waiting {}",
+                humantime::format_duration(*waited)
+            ),
+            CallError::Timeout { provider, after } => write!(
+                f,
+                "call to provider `{provider}` timed out after {}",
+                humantime::format_duration(*after)
+            ),
+            // The inner error is shown here, so `source()` skips it and goes to its source.
+            CallError::Inner(e) => e.fmt(f),
+            CallError::UnknownProvider(name) => write!(f, "unknown provider `{name}`"),
+            CallError::ShuttingDown => f.write_str("fusebox is shutting down"),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for CallError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CallError::Inner(e) => e.source(),
             _ => None,
         }
     }

@@ -1,36 +1,111 @@
 //! fusebox keeps long-running agent orchestrators working while their LLM providers fail.
 //!
 //! Every provider (an API, a model deployment, a region, a key) gets a circuit breaker, a
-//! bulkhead and thresholds that adapt to its request rate.
+//! bulkhead and thresholds that adapt to its request rate, owned by a supervised
+//! [kameo](https://docs.rs/kameo) actor. Calls run in the caller's task; on a closed circuit
+//! they take no lock and send no message.
 //!
 //! # Quick start
 //!
 //! ```
 //! use std::time::Duration;
-//! use fusebox::{Breaker, Bulkhead, Config, Provider, Route};
+//! use fusebox::{Breaker, Bulkhead, CallError, Provider, Supervisor};
 //!
-//! let config = Config {
-//!     providers: vec![
-//!         Provider::new("anthropic")
-//!             .breaker(Breaker::consecutive(3).open_for(Duration::from_secs(120)))
-//!             .bulkhead(Bulkhead::new(10).queue(100).queue_timeout(Duration::from_secs(30))),
-//!         Provider::new("openai"),
-//!     ],
-//!     routes: vec![Route::new("chat").providers(["anthropic", "openai"])],
-//!     ..Config::default()
-//! };
-//! config.validate()?;
-//! # Ok::<(), fusebox::ConfigError>(())
+//! #[derive(Debug)]
+//! struct ApiError { status: u16 }
+//!
+//! impl std::fmt::Display for ApiError {
+//!     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+//!         write!(f, "HTTP {}", self.status)
+//!     }
+//! }
+//!
+//! impl std::error::Error for ApiError {}
+//!
+//! impl fusebox::Classify for ApiError {
+//!     fn verdict(&self) -> fusebox::Verdict {
+//!         fusebox::Verdict::from_http_status(self.status)
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let fuse = Supervisor::builder()
+//!     .provider(Provider::new("anthropic")
+//!         .breaker(Breaker::consecutive(3).open_for(Duration::from_secs(120)))
+//!         .bulkhead(Bulkhead::new(10).queue(100).queue_timeout(Duration::from_secs(30))))
+//!     .provider(Provider::new("openai"))
+//!     .build()
+//!     .await?;
+//!
+//! let mut events = fuse.subscribe();
+//! for _ in 0..3 {
+//!     let reply: Result<String, _> =
+//!         fuse.call("anthropic", || async { Err(ApiError { status: 503 }) }).await;
+//!     assert!(matches!(reply, Err(CallError::Inner(ApiError { status: 503 }))));
+//! }
+//! assert_eq!(events.recv().await?.name(), "llm.circuit_opened");
+//!
+//! // Open: rejected at once, with when to come back.
+//! let reply: Result<String, CallError<ApiError>> =
+//!     fuse.call("anthropic", || async { Ok("never called".to_owned()) }).await;
+//! assert_eq!(reply.unwrap_err().retry_after(), Some(Duration::from_secs(120)));
+//!
+//! let reply = fuse.call("openai", || async { Ok::<_, ApiError>("hello".to_owned()) }).await?;
+//! assert_eq!(reply, "hello");
+//! assert_eq!(fuse.health().summary, "1/2 circuits healthy");
+//! # Ok(())
+//! # }
 //! ```
+//!
+//! # Isolation per operation
+//!
+//! A provider is whatever you name. Name chat, embeddings and tool calls against the same API
+//! as separate providers, each with its own bulkhead and breaker, and a flood of embedding
+//! calls cannot take the slots chat needs, nor can an embeddings outage open chat's circuit:
+//!
+//! ```
+//! # use fusebox::{Bulkhead, Provider, Supervisor};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), fusebox::ConfigError> {
+//! let fuse = Supervisor::builder()
+//!     .provider(Provider::new("openai/chat").bulkhead(Bulkhead::new(10)))
+//!     .provider(Provider::new("openai/embeddings").bulkhead(Bulkhead::new(20)))
+//!     .provider(Provider::new("openai/tools").bulkhead(Bulkhead::new(5)))
+//!     .build()
+//!     .await?;
+//! # let _ = fuse;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Modules
+//!
+//! - [`breaker`]: the circuit breaker as a pure state machine (time is an argument).
+//! - [`classify`]: which outcomes count against a provider; HTTP status and `Retry-After`.
+//! - [`config`]: builders, validation and the TOML format.
+//! - [`events`]: the event bus and its stable event names.
 
+mod adaptive;
 pub mod breaker;
+mod bulkhead;
 pub mod classify;
 pub mod config;
 mod error;
+pub mod events;
+mod id;
+mod provider;
+mod supervisor;
 
 pub use breaker::CircuitState;
 pub use classify::{http_verdict, http_verdict_at, Classify, HeaderError, Verdict};
 pub use config::{
     Adaptive, AllOpen, Breaker, Bulkhead, Config, Policy, Provider, Route, Tier, Window,
 };
-pub use error::{ConfigError, Scope};
+pub use error::{CallError, ConfigError, Scope};
+pub use events::{Event, EventKind};
+pub use id::ProviderId;
+pub use provider::{ProviderHandle, ProviderStatus};
+pub use supervisor::{
+    CircuitHealth, Health, ShutdownReport, Supervisor, SupervisorBuilder, UnknownProvider,
+};

@@ -382,7 +382,7 @@ proptest! {
         let t0 = Instant::now();
         let window = Duration::from_millis(window_ms);
         let width = (window / BUCKETS as u32).as_nanos() as u64;
-        let mut w = super::window::RateWindow::Time(TimeWindow::new(window, t0));
+        let mut w = super::window::RateWindow::Time(Box::new(TimeWindow::new(window, t0)));
         let mut now = t0;
         let mut naive: Vec<(u64, bool)> = Vec::new();
         for (advance, failed) in steps {

@@ -123,9 +123,22 @@ pub struct Transition {
 pub struct Permit {
     generation: u64,
     trial: Option<u64>,
+    /// Admitted outside [`State::on_admit`] (the provider's lock-free path for closed
+    /// circuits), so not yet in [`Stats::total`].
+    external: bool,
 }
 
 impl Permit {
+    /// A permit for a call admitted while closed without asking the state machine (the
+    /// lock-free path), under the generation the caller read.
+    pub(crate) fn closed(generation: u64) -> Self {
+        Permit {
+            generation,
+            trial: None,
+            external: true,
+        }
+    }
+
     /// The generation the call was admitted under.
     pub fn generation(&self) -> u64 {
         self.generation
@@ -195,6 +208,9 @@ pub struct Stats {
     /// Half-open trials that exceeded the trial timeout (they are still counted in their
     /// own outcome when they report).
     pub trial_timeouts: u64,
+    /// Calls admitted outside [`State::on_admit`] (a provider's lock-free path for closed
+    /// circuits) whose outcome was reported here; they are counted in `total` when reported.
+    pub external: u64,
     /// When the last counted failure was reported.
     pub last_failure: Option<Instant>,
 }
@@ -387,6 +403,27 @@ impl State {
         self.backoff.set_base(base_open_for);
     }
 
+    /// Records `n` successes of calls admitted while closed and settled without a report
+    /// (the provider's lock-free path): they end the consecutive-failure run and fill the rate
+    /// window. Does nothing unless closed, and leaves [`Stats`] alone (their caller counts
+    /// them).
+    pub fn record_successes(&mut self, n: u64, now: Instant) {
+        if n == 0 || !matches!(self.phase, Phase::Closed) {
+            return;
+        }
+        self.consecutive = 0;
+        if let Some(window) = &mut self.window {
+            window.record_many(
+                Sample {
+                    failed: false,
+                    slow: false,
+                },
+                n,
+                now,
+            );
+        }
+    }
+
     /// Asks to make a call at `now`.
     ///
     /// Closed: admitted. Open before the deadline, isolated, or half-open with every trial
@@ -398,6 +435,7 @@ impl State {
             Phase::Closed => Ok(Permit {
                 generation: self.generation,
                 trial: None,
+                external: false,
             }),
             Phase::HalfOpen { trials, .. } if (trials.len() as u32) < self.half_open_max_calls => {
                 let id = self.next_trial;
@@ -410,6 +448,7 @@ impl State {
                 Ok(Permit {
                     generation: self.generation,
                     trial: Some(id),
+                    external: false,
                 })
             }
             Phase::HalfOpen { trials, .. } => Err(Rejection {
@@ -453,6 +492,8 @@ impl State {
         now: Instant,
     ) -> Option<Transition> {
         let expired = self.expire_trials(now);
+        self.stats.total += u64::from(permit.external);
+        self.stats.external += u64::from(permit.external);
         let sample = self.count(outcome, now);
         if let Phase::HalfOpen { trials, .. } = &mut self.phase {
             if permit.generation == self.generation {
@@ -593,25 +634,26 @@ impl State {
             return Some(self.open(Cause::ConsecutiveFailures, self.consecutive, d, now));
         }
         let totals = totals?;
-        if totals.calls < self.minimum_calls {
+        if totals.calls < u64::from(self.minimum_calls) {
             return None;
         }
-        let calls = f64::from(totals.calls);
+        let calls = totals.calls as f64;
         let cause = if self
             .failure_rate
-            .is_some_and(|ratio| f64::from(totals.failures) >= ratio * calls)
+            .is_some_and(|ratio| totals.failures as f64 >= ratio * calls)
         {
             Cause::FailureRate
         } else if self
             .slow_call
-            .is_some_and(|(_, ratio)| f64::from(totals.slow) >= ratio * calls)
+            .is_some_and(|(_, ratio)| totals.slow as f64 >= ratio * calls)
         {
             Cause::SlowCallRate
         } else {
             return None;
         };
         let d = self.backoff.first();
-        Some(self.open(cause, totals.failures, d, now))
+        let failures = u32::try_from(totals.failures).unwrap_or(u32::MAX);
+        Some(self.open(cause, failures, d, now))
     }
 
     fn trial_outcome(

@@ -19,23 +19,23 @@ pub(crate) struct Sample {
 /// What a rate window holds right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Totals {
-    pub(crate) calls: u32,
-    pub(crate) failures: u32,
-    pub(crate) slow: u32,
+    pub(crate) calls: u64,
+    pub(crate) failures: u64,
+    pub(crate) slow: u64,
 }
 
 /// A failure-rate / slow-rate window of either kind.
 #[derive(Debug, Clone)]
 pub(crate) enum RateWindow {
     Calls(CountWindow),
-    Time(TimeWindow),
+    Time(Box<TimeWindow>),
 }
 
 impl RateWindow {
     pub(crate) fn new(window: Window, now: Instant) -> Self {
         match window {
             Window::Calls(n) => RateWindow::Calls(CountWindow::new(n)),
-            Window::Time(d) => RateWindow::Time(TimeWindow::new(d, now)),
+            Window::Time(d) => RateWindow::Time(Box::new(TimeWindow::new(d, now))),
         }
     }
 
@@ -43,6 +43,18 @@ impl RateWindow {
         match self {
             RateWindow::Calls(w) => w.record(sample),
             RateWindow::Time(w) => w.record(sample, now),
+        }
+    }
+
+    /// Records `n` identical calls at once.
+    pub(crate) fn record_many(&mut self, sample: Sample, n: u64, now: Instant) {
+        match self {
+            RateWindow::Calls(w) => {
+                for _ in 0..n.min(w.ring.len() as u64) {
+                    w.record(sample);
+                }
+            }
+            RateWindow::Time(w) => w.record_n(sample, n, now),
         }
     }
 
@@ -86,17 +98,17 @@ impl CountWindow {
 
     pub(crate) fn record(&mut self, sample: Sample) {
         let capacity = self.ring.len();
-        if self.totals.calls as usize == capacity {
+        if self.totals.calls == capacity as u64 {
             let evicted = self.ring[self.next];
-            self.totals.failures -= u32::from(evicted & FAILED != 0);
-            self.totals.slow -= u32::from(evicted & SLOW != 0);
+            self.totals.failures -= u64::from(evicted & FAILED != 0);
+            self.totals.slow -= u64::from(evicted & SLOW != 0);
         } else {
             self.totals.calls += 1;
         }
         let flags = if sample.failed { FAILED } else { 0 } | if sample.slow { SLOW } else { 0 };
         self.ring[self.next] = flags;
-        self.totals.failures += u32::from(sample.failed);
-        self.totals.slow += u32::from(sample.slow);
+        self.totals.failures += u64::from(sample.failed);
+        self.totals.slow += u64::from(sample.slow);
         self.next = (self.next + 1) % capacity;
     }
 
@@ -167,15 +179,20 @@ impl TimeWindow {
     }
 
     pub(crate) fn record(&mut self, sample: Sample, now: Instant) {
+        self.record_n(sample, 1, now);
+    }
+
+    fn record_n(&mut self, sample: Sample, n: u64, now: Instant) {
         self.advance(now);
+        let (failures, slow) = (n * u64::from(sample.failed), n * u64::from(sample.slow));
         let bucket = &mut self.buckets[(self.latest % BUCKETS as u64) as usize];
         bucket.epoch = self.latest;
-        bucket.totals.calls += 1;
-        bucket.totals.failures += u32::from(sample.failed);
-        bucket.totals.slow += u32::from(sample.slow);
-        self.totals.calls += 1;
-        self.totals.failures += u32::from(sample.failed);
-        self.totals.slow += u32::from(sample.slow);
+        bucket.totals.calls += n;
+        bucket.totals.failures += failures;
+        bucket.totals.slow += slow;
+        self.totals.calls += n;
+        self.totals.failures += failures;
+        self.totals.slow += slow;
     }
 
     fn clear(&mut self) {

@@ -133,7 +133,7 @@ impl Adaptive {
     /// apply.
     pub fn tier(mut self, tier: Tier) -> Self {
         self.tiers.push(tier);
-        self.tiers.sort_by(|a, b| b.above.cmp(&a.above));
+        self.tiers.sort_by_key(|t| std::cmp::Reverse(t.above));
         self
     }
 

@@ -131,7 +131,9 @@ impl Config {
     /// back to an equal `Config`. Optional settings are written only when set.
     pub fn to_toml_string(&self) -> String {
         let raw = RawConfig {
-            event_capacity: Some(sp(i128::try_from(self.event_capacity).unwrap_or(i128::MAX))),
+            event_capacity: Some(sp(i64::try_from(self.event_capacity)
+                .unwrap_or(i64::MAX)
+                .into())),
             unhealthy_ratio: Some(sp(self.unhealthy_ratio)),
             providers: self.providers.iter().map(RawProvider::from).collect(),
             routes: self.routes.iter().map(RawRoute::from).collect(),
@@ -245,30 +247,34 @@ struct RawRoute {
 struct Lines {
     /// (scope, field, the value as validation prints it, line)
     fields: Vec<(Scope, &'static str, String, usize)>,
-    /// (provider name, line)
-    providers: Vec<(String, usize)>,
-    /// (route name, its line, the line of its `providers`, each member and its line)
-    routes: Vec<(String, usize, usize, Vec<(String, usize)>)>,
+    providers: Vec<Named>,
+    routes: Vec<Named>,
+}
+
+/// A provider or route: its name and line and, for a route, the lines of its providers.
+struct Named {
+    name: String,
+    line: usize,
+    /// The line of a route's `providers` array.
+    list: usize,
+    /// Each provider a route lists, and its line.
+    members: Vec<(String, usize)>,
+}
+
+/// The `nth` item whose name satisfies `f`.
+fn find(items: &[Named], nth: usize, f: impl Fn(&str) -> bool) -> Option<&Named> {
+    items.iter().filter(|item| f(&item.name)).nth(nth)
 }
 
 impl Lines {
     /// The line an error from [`Config::validate`] points at, if it can be found.
     fn locate(&self, e: &ConfigError) -> Option<usize> {
-        let route = |name: &str| self.routes.iter().find(|r| r.0 == name);
-        let member = |name: &str, provider: &str, nth: usize| {
-            let members = &route(name)?.3;
-            members
-                .iter()
-                .filter(|m| m.0 == provider)
-                .nth(nth)
-                .map(|m| m.1)
-        };
-        let provider = |nth: usize, f: &dyn Fn(&str) -> bool| {
-            self.providers
-                .iter()
-                .filter(|p| f(&p.0))
-                .nth(nth)
-                .map(|p| p.1)
+        let (providers, routes) = (&self.providers[..], &self.routes[..]);
+        let blank = |name: &str| name.trim().is_empty();
+        let member = |route: &str, provider: &str, nth: usize| {
+            let members = &find(routes, 0, |r| r == route)?.members;
+            let mut found = members.iter().filter(|m| m.0 == provider);
+            found.nth(nth).map(|m| m.1)
         };
         match e {
             ConfigError::InvalidValue {
@@ -290,25 +296,20 @@ impl Lines {
                 };
                 let line = found.or_else(|| same().next()).map(|f| f.3);
                 line.or_else(|| match scope {
-                    Scope::Provider(name) => provider(0, &|p| p == name),
-                    Scope::Route(name) => route(name).map(|r| r.1),
+                    Scope::Provider(name) => find(providers, 0, |p| p == name).map(|p| p.line),
+                    Scope::Route(name) => find(routes, 0, |r| r == name).map(|r| r.line),
                     _ => None,
                 })
             }
-            ConfigError::EmptyName { kind: "provider" } => provider(0, &|p| p.trim().is_empty()),
-            ConfigError::EmptyName { .. } => self
-                .routes
-                .iter()
-                .find(|r| r.0.trim().is_empty())
-                .map(|r| r.1),
-            ConfigError::DuplicateProvider(name) => provider(1, &|p| p == name),
-            ConfigError::DuplicateRoute(name) => self
-                .routes
-                .iter()
-                .filter(|r| &r.0 == name)
-                .nth(1)
-                .map(|r| r.1),
-            ConfigError::EmptyRoute(name) => route(name).map(|r| r.2),
+            ConfigError::EmptyName { kind: "provider" } => {
+                find(providers, 0, blank).map(|p| p.line)
+            }
+            ConfigError::EmptyName { .. } => find(routes, 0, blank).map(|r| r.line),
+            ConfigError::DuplicateProvider(name) => {
+                find(providers, 1, |p| p == name).map(|p| p.line)
+            }
+            ConfigError::DuplicateRoute(name) => find(routes, 1, |r| r == name).map(|r| r.line),
+            ConfigError::EmptyRoute(name) => find(routes, 0, |r| r == name).map(|r| r.list),
             ConfigError::UnknownProvider { route, provider } => member(route, provider, 0),
             ConfigError::DuplicateRouteProvider { route, provider } => member(route, provider, 1),
             _ => None,
@@ -416,7 +417,13 @@ impl Converter<'_> {
     fn provider(&mut self, raw: RawProvider) -> Result<Provider, ConfigError> {
         let line = self.line(&raw.name);
         let mut p = Provider::new(raw.name.into_inner());
-        self.lines.providers.push((p.name.clone(), line));
+        let (name, list, members) = (p.name.clone(), 0, Vec::new());
+        self.lines.providers.push(Named {
+            name,
+            line,
+            list,
+            members,
+        });
         self.scope = Scope::Provider(p.name.clone());
         p.call_timeout = self.duration("call_timeout", raw.call_timeout)?;
         if let Some(b) = raw.breaker {
@@ -465,13 +472,16 @@ impl Converter<'_> {
             self.note("breaker.window", String::new(), &v);
         }
         b.minimum_calls = self.count("breaker.minimum_calls", raw.minimum_calls)?;
-        let why = "must be set together with the other";
         b.slow_call = match (raw.slow_call, raw.slow_call_ratio) {
             (None, None) => None,
             (Some(t), None) => {
-                return Err(self.reject("breaker.slow_call_ratio", "(not set)", why, &t))
+                let why = "is required when breaker.slow_call is set";
+                return Err(self.reject("breaker.slow_call_ratio", "(not set)", why, &t));
             }
-            (None, Some(r)) => return Err(self.reject("breaker.slow_call", "(not set)", why, &r)),
+            (None, Some(r)) => {
+                let why = "is required when breaker.slow_call_ratio is set";
+                return Err(self.reject("breaker.slow_call", "(not set)", why, &r));
+            }
             (t, r) => {
                 let threshold = self.duration("breaker.slow_call", t)?;
                 threshold.zip(self.ratio("breaker.slow_call_ratio", r))
@@ -513,7 +523,7 @@ impl Converter<'_> {
     }
 
     fn route(&mut self, raw: RawRoute) -> Result<Route, ConfigError> {
-        let (line, array) = (self.line(&raw.name), self.line(&raw.providers));
+        let (line, list) = (self.line(&raw.name), self.line(&raw.providers));
         let members: Vec<_> = raw
             .providers
             .get_ref()
@@ -521,9 +531,13 @@ impl Converter<'_> {
             .map(|p| (p.get_ref().clone(), self.line(p)))
             .collect();
         let mut r = Route::new(raw.name.into_inner()).providers(members.iter().map(|m| &m.0));
-        self.lines
-            .routes
-            .push((r.name.clone(), line, array, members));
+        let name = r.name.clone();
+        self.lines.routes.push(Named {
+            name,
+            line,
+            list,
+            members,
+        });
         self.scope = Scope::Route(r.name.clone());
         if let Some(v) = raw.policy {
             r.policy = match v.get_ref().as_str() {

@@ -7,7 +7,7 @@
 mod adaptive;
 mod breaker;
 mod bulkhead;
-mod file;
+pub mod file;
 mod provider;
 mod route;
 

@@ -1,0 +1,157 @@
+//! The bulkhead at run time: permits plus a bounded waiting queue with a timeout.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+
+use crate::config::Bulkhead;
+
+/// Why no slot was had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Denied {
+    /// Every slot and every queue place is taken.
+    Full,
+    /// Waited the whole queue timeout.
+    Timeout(Duration),
+    /// The bulkhead was closed for shutdown.
+    Closed,
+}
+
+/// One provider's concurrency limit.
+#[derive(Debug)]
+pub(crate) struct Compartment {
+    slots: Arc<Semaphore>,
+    capacity: u32,
+    waiting: AtomicU32,
+    max_waiting: u32,
+    queue_timeout: Duration,
+}
+
+/// Takes a queue place back when the waiter is done, however it ends.
+struct QueuePlace<'a>(&'a AtomicU32);
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Compartment {
+    pub(crate) fn new(config: &Bulkhead) -> Self {
+        Compartment {
+            slots: Arc::new(Semaphore::new(config.max_concurrent as usize)),
+            capacity: config.max_concurrent,
+            waiting: AtomicU32::new(0),
+            max_waiting: config.queue,
+            queue_timeout: config.queue_timeout,
+        }
+    }
+
+    /// A slot, at once or after waiting in the queue. Returns whether it had to wait.
+    ///
+    /// Cancel safe: a dropped waiter gives its queue place back.
+    pub(crate) async fn acquire(&self) -> Result<(OwnedSemaphorePermit, bool), Denied> {
+        match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => return Ok((permit, false)),
+            Err(TryAcquireError::Closed) => return Err(Denied::Closed),
+            Err(TryAcquireError::NoPermits) => {}
+        }
+        let max = self.max_waiting;
+        if self
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                (w < max).then_some(w + 1)
+            })
+            .is_err()
+        {
+            return Err(Denied::Full);
+        }
+        let _place = QueuePlace(&self.waiting);
+        match tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok((permit, true)),
+            Ok(Err(_closed)) => Err(Denied::Closed),
+            Err(_elapsed) => Err(Denied::Timeout(self.queue_timeout)),
+        }
+    }
+
+    /// Callers waiting for a slot.
+    pub(crate) fn queued(&self) -> u32 {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    /// The slot count.
+    pub(crate) fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// Wakes every waiter with [`Denied::Closed`] and refuses new ones.
+    pub(crate) fn close(&self) {
+        self.slots.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn full_queue_and_timeout() {
+        let b = Compartment::new(
+            &Bulkhead::new(1)
+                .queue(1)
+                .queue_timeout(Duration::from_secs(5)),
+        );
+        let (held, waited) = b.acquire().await.expect("slot");
+        assert!(!waited);
+        let b = Arc::new(b);
+        let waiter = tokio::spawn({
+            let b = b.clone();
+            async move { b.acquire().await.map(|(_, waited)| waited) }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(b.queued(), 1);
+        assert_eq!(b.acquire().await.err(), Some(Denied::Full));
+        drop(held);
+        assert_eq!(waiter.await.expect("join"), Ok(true));
+        assert_eq!((b.slots.available_permits(), b.queued()), (1, 0));
+
+        let _held = b.acquire().await.expect("slot");
+        let start = tokio::time::Instant::now();
+        assert_eq!(
+            b.acquire().await.err(),
+            Some(Denied::Timeout(Duration::from_secs(5)))
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+        assert_eq!(b.queued(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_waiter_gives_its_place_back() {
+        let b = Arc::new(Compartment::new(&Bulkhead::new(1).queue(1)));
+        let _held = b.acquire().await.expect("slot");
+        let waiter = tokio::spawn({
+            let b = b.clone();
+            async move { b.acquire().await.is_ok() }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(b.queued(), 1);
+        waiter.abort();
+        let _ = waiter.await;
+        assert_eq!(b.queued(), 0);
+    }
+
+    #[tokio::test]
+    async fn close_wakes_waiters() {
+        let b = Arc::new(Compartment::new(&Bulkhead::new(1).queue(4)));
+        let _held = b.acquire().await.expect("slot");
+        let waiter = tokio::spawn({
+            let b = b.clone();
+            async move { b.acquire().await.err() }
+        });
+        tokio::task::yield_now().await;
+        b.close();
+        assert_eq!(waiter.await.expect("join"), Some(Denied::Closed));
+    }
+}

@@ -1,0 +1,249 @@
+//! [`ProviderActor`]: decides every transition of one provider's circuit.
+//!
+//! Callers send it only what needs a decision: a trial admission, a counted failure, a
+//! trial's outcome, a slow call. It folds in the successes the lock-free path counted,
+//! feeds the pure breaker, re-publishes the gate, emits events and schedules its next timer.
+//! Every message is a `tell` with a oneshot reply where one is needed, so a caller that is
+//! dropped mid-wait never strands a decision, and a restart (which re-queues tells) loses
+//! only the message being handled when the actor panicked.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use kameo::actor::{Actor, ActorRef};
+use kameo::message::{Context, Message};
+use tokio::sync::{broadcast, oneshot, watch};
+use tokio::time::Instant;
+
+use super::counters::Count;
+use super::shared::{Closing, Core, Shared};
+use crate::breaker::{Outcome, Permit, Rejection, Transition};
+use crate::events::{self, Event, EventKind};
+
+/// What a provider actor is started (and restarted) with.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) events: broadcast::Sender<Event>,
+    /// When the actor next wants a [`Tick`].
+    pub(crate) wake: watch::Sender<Option<Instant>>,
+    pub(crate) closing: Arc<Closing>,
+}
+
+/// The actor deciding one provider's circuit. Its state lives in [`Shared`], so a restart
+/// after a panic carries on with the same circuit, deadline and counts.
+#[derive(Debug)]
+pub(crate) struct ProviderActor {
+    ctx: Arc<Ctx>,
+}
+
+impl Actor for ProviderActor {
+    type Args = Arc<Ctx>;
+    type Error = Infallible;
+
+    async fn on_start(ctx: Self::Args, _: ActorRef<Self>) -> Result<Self, Self::Error> {
+        let actor = ProviderActor { ctx };
+        // After a restart: the state is intact; make sure the gate and timer reflect it.
+        actor.decide(|_, _| None);
+        Ok(actor)
+    }
+}
+
+/// Asks for a half-open trial permit.
+#[derive(Debug)]
+pub(crate) struct Admit {
+    pub(crate) reply: oneshot::Sender<Result<Permit, Rejection>>,
+}
+
+/// Reports an outcome that may change state.
+#[derive(Debug)]
+pub(crate) struct Report {
+    pub(crate) permit: Permit,
+    pub(crate) outcome: Outcome,
+    /// Answered once the decision is published (read-your-writes for the caller).
+    pub(crate) ack: Option<oneshot::Sender<()>>,
+}
+
+/// Fires due timers and samples the counters.
+#[derive(Debug)]
+pub(crate) struct Tick;
+
+/// An operator action.
+#[derive(Debug)]
+pub(crate) enum Control {
+    Isolate(oneshot::Sender<()>),
+    Reset(oneshot::Sender<()>),
+}
+
+/// Makes the actor panic, to test supervision.
+#[cfg(feature = "testing")]
+#[derive(Debug)]
+pub(crate) struct Crash;
+
+impl ProviderActor {
+    /// Runs one decision against the state at `now`: folds in the lock-free successes,
+    /// applies `f`, samples the rate meter when due, publishes the result and emits events.
+    fn decide<F>(&self, f: F) -> Option<Transition>
+    where
+        F: FnOnce(&mut Core, Instant) -> Option<Transition>,
+    {
+        let shared = &self.ctx.shared;
+        let now = Instant::now();
+        let mut core = shared.core();
+        let successes = shared.counters.get(Count::FastSuccesses);
+        let delta = successes.wrapping_sub(core.folded_successes);
+        core.folded_successes = successes;
+        core.breaker.record_successes(delta, now);
+
+        let transition = f(&mut core, now);
+        let adapted = self.sample(&mut core, now);
+        shared.publish(&core.breaker);
+        let wake = next_wake(&core, shared);
+        let generation = core.breaker.generation();
+        drop(core);
+
+        if let Some(t) = &transition {
+            self.emit(events::from_transition(&shared.id, t));
+        }
+        if let Some(kind) = adapted {
+            self.emit(Event {
+                provider: shared.id.clone(),
+                kind,
+                at: now,
+                generation,
+            });
+        }
+        self.ctx.wake.send_replace(wake);
+        transition
+    }
+
+    /// Samples the request rate when a sample is due, and moves tiers.
+    fn sample(&self, core: &mut Core, now: Instant) -> Option<EventKind> {
+        let meter = core.meter.as_mut()?;
+        if now < core.last_sample + meter.interval() {
+            return None;
+        }
+        core.last_sample = now;
+        // Demand, not throughput: calls rejected while open still count as requests.
+        let counters = &self.ctx.shared.counters;
+        meter.observe(
+            counters.get(Count::Admitted) + counters.get(Count::FastRejected),
+            now,
+        );
+        let rate = meter.per_minute();
+        let thresholds = core.tiers.as_mut()?.update(rate)?;
+        core.thresholds = Some(thresholds);
+        core.breaker
+            .set_thresholds(thresholds.failures, thresholds.open_for);
+        Some(EventKind::ThresholdsAdapted {
+            tier: thresholds.tier,
+            request_rate: rate,
+            failure_threshold: thresholds.failures,
+            open_for: thresholds.open_for,
+        })
+    }
+
+    fn emit(&self, event: Event) {
+        // No subscriber is not an error: the event is simply not wanted.
+        let _ = self.ctx.events.send(event);
+    }
+}
+
+/// The earliest of the breaker's next deadline and the next counter sample.
+fn next_wake(core: &Core, shared: &Shared) -> Option<Instant> {
+    let sampling = core
+        .meter
+        .as_ref()
+        .map(|m| core.last_sample + m.interval())
+        .or_else(|| {
+            // A time-based window needs lock-free successes folded in as time passes.
+            match shared.config.breaker.window {
+                crate::config::Window::Time(d)
+                    if shared.config.breaker.failure_rate.is_some()
+                        || shared.config.breaker.slow_call.is_some() =>
+                {
+                    Some(core.last_sample + d / 20)
+                }
+                _ => None,
+            }
+        });
+    match (core.breaker.next_deadline(), sampling) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl Message<Admit> for ProviderActor {
+    type Reply = ();
+
+    async fn handle(&mut self, msg: Admit, _: &mut Context<Self, Self::Reply>) {
+        let mut decision = None;
+        self.decide(|core, now| {
+            let admission = core.breaker.on_admit(now);
+            decision = Some(admission.decision);
+            admission.transition
+        });
+        let Some(decision) = decision else { return };
+        if let Err(Ok(permit)) = msg.reply.send(decision) {
+            // The caller gave up while waiting: its trial slot goes back at once.
+            self.decide(|core, now| core.breaker.on_outcome(permit, Outcome::Cancelled, now));
+        }
+    }
+}
+
+impl Message<Report> for ProviderActor {
+    type Reply = ();
+
+    async fn handle(&mut self, msg: Report, _: &mut Context<Self, Self::Reply>) {
+        let Report {
+            permit,
+            outcome,
+            ack,
+        } = msg;
+        self.decide(|core, now| core.breaker.on_outcome(permit, outcome, now));
+        if let Some(ack) = ack {
+            let _ = ack.send(());
+        }
+        self.ctx.closing.call_finished();
+    }
+}
+
+impl Message<Tick> for ProviderActor {
+    type Reply = ();
+
+    async fn handle(&mut self, _: Tick, _: &mut Context<Self, Self::Reply>) {
+        self.decide(|core, now| {
+            if core.meter.is_none() {
+                core.last_sample = now;
+            }
+            core.breaker.poll(now)
+        });
+    }
+}
+
+impl Message<Control> for ProviderActor {
+    type Reply = ();
+
+    async fn handle(&mut self, msg: Control, _: &mut Context<Self, Self::Reply>) {
+        let ack = match msg {
+            Control::Isolate(ack) => {
+                self.decide(|core, now| core.breaker.isolate(now));
+                ack
+            }
+            Control::Reset(ack) => {
+                self.decide(|core, now| core.breaker.reset(now));
+                ack
+            }
+        };
+        let _ = ack.send(());
+    }
+}
+
+#[cfg(feature = "testing")]
+impl Message<Crash> for ProviderActor {
+    type Reply = ();
+
+    async fn handle(&mut self, _: Crash, _: &mut Context<Self, Self::Reply>) {
+        panic!("fusebox test hook: provider actor crash requested");
+    }
+}

@@ -1,0 +1,303 @@
+//! [`ProviderHandle`]: the call path, lock-free while the circuit is closed.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kameo::actor::ActorRef;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use tokio::time::Instant;
+
+use super::actor::{Admit, Control, ProviderActor, Report};
+use super::counters::Count;
+use super::shared::{Closing, Shared};
+use super::status::ProviderStatus;
+use crate::breaker::{CircuitState, Outcome, Permit, Rejection};
+use crate::bulkhead::Denied;
+use crate::{CallError, Classify, ProviderId, Verdict};
+
+/// How often a caller retries an admission whose actor restarted mid-decision.
+const ADMIT_RETRIES: u32 = 3;
+
+/// A cheap, cloneable handle on one provider, for calling it without looking its name up.
+///
+/// Obtained from `Supervisor::provider`. A call on a closed circuit reads the published
+/// gate, takes a bulkhead slot if one is configured, runs the operation in the caller's task
+/// and, on success, bumps a striped counter: no lock and no message. Failures, half-open
+/// trials and slow calls are reported to the provider's actor, and the call returns only
+/// after the actor has decided (so when the call that trips the circuit returns, the circuit
+/// is already open for the next one).
+#[derive(Debug, Clone)]
+pub struct ProviderHandle {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) actor: ActorRef<ProviderActor>,
+    pub(crate) closing: Arc<Closing>,
+}
+
+/// Why a call was not admitted.
+#[derive(Debug)]
+pub(crate) enum Reject {
+    Circuit(Rejection),
+    Bulkhead(Denied),
+    ShuttingDown,
+}
+
+impl Reject {
+    pub(crate) fn into_error<E>(self, provider: &ProviderId) -> CallError<E> {
+        let provider = provider.clone();
+        match self {
+            Reject::Circuit(r) if r.state == CircuitState::Isolated => {
+                CallError::Isolated { provider }
+            }
+            Reject::Circuit(r) => CallError::Open {
+                provider,
+                retry_after: r.retry_after.unwrap_or_default(),
+                failure_count: r.failure_count,
+                state: r.state,
+            },
+            Reject::Bulkhead(Denied::Full) => CallError::BulkheadFull { provider },
+            Reject::Bulkhead(Denied::Timeout(waited)) => {
+                CallError::QueueTimeout { provider, waited }
+            }
+            Reject::Bulkhead(Denied::Closed) | Reject::ShuttingDown => CallError::ShuttingDown,
+        }
+    }
+}
+
+/// An admitted call. Reports `Cancelled` and frees its slots if dropped before
+/// [`finish`](Self::finish) (the caller's future was dropped, or it panicked).
+#[derive(Debug)]
+pub(crate) struct Admitted<'a> {
+    handle: &'a ProviderHandle,
+    permit: Option<Permit>,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl Admitted<'_> {
+    /// Records the call's outcome; returns once any resulting decision is published.
+    pub(crate) async fn finish(mut self, verdict: Verdict, elapsed: Duration) {
+        let Some(permit) = self.permit.take() else {
+            return;
+        };
+        let shared = &self.handle.shared;
+        let slow = shared.slow_threshold.is_some_and(|t| elapsed > t);
+        if permit.is_trial() || verdict.is_failure() || slow {
+            let (ack, done) = oneshot::channel();
+            let report = Report {
+                permit,
+                outcome: Outcome::Completed { verdict, elapsed },
+                ack: Some(ack),
+            };
+            if self.handle.actor.tell(report).try_send().is_ok() {
+                // The report is queued: even if this caller is dropped now, it is decided.
+                let _ = done.await;
+            }
+        } else {
+            let count = if verdict == Verdict::Ignored {
+                Count::FastIgnored
+            } else {
+                Count::FastSuccesses
+            };
+            shared.counters.add(count, 1);
+            self.handle.closing.call_finished();
+        }
+    }
+
+    /// Whether the caller must measure the call's duration.
+    pub(crate) fn needs_clock(&self) -> bool {
+        self.handle.shared.slow_threshold.is_some()
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        let Some(permit) = self.permit.take() else {
+            return;
+        };
+        if permit.is_trial() {
+            let report = Report {
+                permit,
+                outcome: Outcome::Cancelled,
+                ack: None,
+            };
+            // Unbounded mailbox: this fails only if the actor is gone for good.
+            let _ = self.handle.actor.tell(report).try_send();
+        } else {
+            self.handle.shared.counters.add(Count::FastCancelled, 1);
+            self.handle.closing.call_finished();
+        }
+    }
+}
+
+impl ProviderHandle {
+    /// The provider's name.
+    pub fn id(&self) -> &ProviderId {
+        &self.shared.id
+    }
+
+    /// The circuit's state as published to callers.
+    pub fn state(&self) -> CircuitState {
+        self.shared.gate().state
+    }
+
+    /// A snapshot of the provider: state, counts, thresholds, load.
+    pub fn status(&self) -> ProviderStatus {
+        ProviderStatus::read(&self.shared)
+    }
+
+    /// Calls the provider through its circuit breaker and bulkhead, classifying errors with
+    /// their [`Classify`] implementation.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::Inner`] with the operation's own error, or a [`CallError`] saying why
+    /// the call was not made or was abandoned.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the returned future at any point gives back the bulkhead slot and any
+    /// half-open trial slot, and never counts as a failure.
+    pub async fn call<T, E, F, Fut>(&self, op: F) -> Result<T, CallError<E>>
+    where
+        E: Classify,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.call_with(E::verdict, op).await
+    }
+
+    /// Like [`call`](Self::call), with a closure deciding what each error says about the
+    /// provider.
+    ///
+    /// # Errors
+    ///
+    /// As for [`call`](Self::call).
+    pub async fn call_with<T, E, C, F, Fut>(&self, classify: C, op: F) -> Result<T, CallError<E>>
+    where
+        C: Fn(&E) -> Verdict,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let admitted = self
+            .admit()
+            .await
+            .map_err(|r| r.into_error(&self.shared.id))?;
+        let started = admitted.needs_clock().then(Instant::now);
+        let result = match self.shared.config.call_timeout {
+            Some(limit) => tokio::time::timeout(limit, op()).await.map_err(|_| limit),
+            None => Ok(op().await),
+        };
+        let elapsed = started.map_or(Duration::ZERO, |s| s.elapsed());
+        match result {
+            Ok(Ok(value)) => {
+                admitted.finish(Verdict::Success, elapsed).await;
+                Ok(value)
+            }
+            Ok(Err(error)) => {
+                admitted.finish(classify(&error), elapsed).await;
+                Err(CallError::Inner(error))
+            }
+            Err(after) => {
+                admitted.finish(Verdict::Failure, after).await;
+                Err(CallError::Timeout {
+                    provider: self.shared.id.clone(),
+                    after,
+                })
+            }
+        }
+    }
+
+    /// Takes the provider out until [`reset`](Self::reset): every call is rejected with
+    /// [`CallError::Isolated`]. Returns once the circuit is isolated.
+    pub async fn isolate(&self) {
+        self.control(Control::Isolate).await;
+    }
+
+    /// Closes the circuit, whatever its state, and forgets its failures.
+    pub async fn reset(&self) {
+        self.control(Control::Reset).await;
+    }
+
+    async fn control(&self, make: fn(oneshot::Sender<()>) -> Control) {
+        let (ack, done) = oneshot::channel();
+        if self.actor.tell(make(ack)).try_send().is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    /// Admits a call, or says why not.
+    ///
+    /// Cancel safe: a queue place, a bulkhead slot or a trial permit obtained before the
+    /// future is dropped is given back.
+    pub(crate) async fn admit(&self) -> Result<Admitted<'_>, Reject> {
+        let shared = &*self.shared;
+        let mut retries = 0;
+        loop {
+            if self.closing.is_closed() {
+                return Err(Reject::ShuttingDown);
+            }
+            let gate = shared.gate();
+            let trial = match gate.state {
+                CircuitState::Closed => false,
+                CircuitState::HalfOpen => true,
+                CircuitState::Open => {
+                    let (until, now) = (shared.open_until(), Instant::now());
+                    if now < until {
+                        shared.counters.add(Count::FastRejected, 1);
+                        return Err(Reject::Circuit(Rejection {
+                            state: CircuitState::Open,
+                            retry_after: Some(until - now),
+                            failure_count: shared.failure_count(),
+                        }));
+                    }
+                    true
+                }
+                CircuitState::Isolated => {
+                    shared.counters.add(Count::FastRejected, 1);
+                    return Err(Reject::Circuit(Rejection {
+                        state: CircuitState::Isolated,
+                        retry_after: None,
+                        failure_count: shared.failure_count(),
+                    }));
+                }
+            };
+            let slot = match &shared.bulkhead {
+                None => None,
+                Some(bulkhead) => match bulkhead.acquire().await {
+                    // The circuit may have changed while this call waited for a slot.
+                    Ok((_, true)) if shared.gate() != gate => continue,
+                    Ok((slot, _)) => Some(slot),
+                    Err(denied) => {
+                        shared.counters.add(Count::FastRejected, 1);
+                        shared.counters.add(Count::BulkheadRejected, 1);
+                        return Err(Reject::Bulkhead(denied));
+                    }
+                },
+            };
+            let permit = if trial {
+                let (reply, decision) = oneshot::channel();
+                if self.actor.tell(Admit { reply }).try_send().is_err() {
+                    return Err(Reject::ShuttingDown);
+                }
+                match decision.await {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(rejection)) => return Err(Reject::Circuit(rejection)),
+                    // The actor died deciding; its restart keeps the circuit. Ask again.
+                    Err(_) if retries < ADMIT_RETRIES => {
+                        retries += 1;
+                        continue;
+                    }
+                    Err(_) => return Err(Reject::ShuttingDown),
+                }
+            } else {
+                shared.counters.add(Count::Admitted, 1);
+                Permit::closed(gate.generation)
+            };
+            return Ok(Admitted {
+                handle: self,
+                permit: Some(permit),
+                _slot: slot,
+            });
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! A provider at run time: its actor, its shared state and the handle callers use.
+
+mod actor;
+mod counters;
+mod handle;
+mod shared;
+mod status;
+
+#[cfg(feature = "testing")]
+pub(crate) use actor::Crash;
+pub(crate) use actor::{Ctx, ProviderActor, Tick};
+pub use handle::ProviderHandle;
+pub(crate) use shared::{Closing, Shared};
+pub use status::ProviderStatus;

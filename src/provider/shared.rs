@@ -1,0 +1,184 @@
+//! What a provider's actor and its callers share: the published gate, the counters, the
+//! bulkhead, and the decision state the actor alone mutates.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::counters::Counters;
+use crate::adaptive::{RateMeter, Thresholds, TierSelector};
+use crate::breaker::{CircuitState, State};
+use crate::bulkhead::Compartment;
+use crate::config::Provider;
+use crate::ProviderId;
+
+/// The supervisor-wide shutdown flag and the signal that in-flight calls finished.
+#[derive(Debug, Default)]
+pub(crate) struct Closing {
+    pub(crate) closed: AtomicBool,
+    pub(crate) settled: Notify,
+}
+
+impl Closing {
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Called whenever a call finishes: wakes a shutdown that waits for in-flight calls.
+    #[inline]
+    pub(crate) fn call_finished(&self) {
+        if self.is_closed() {
+            self.settled.notify_waiters();
+        }
+    }
+}
+
+/// The gate as read by a caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Gate {
+    pub(crate) state: CircuitState,
+    pub(crate) generation: u64,
+}
+
+/// The decision state. Only the provider actor mutates it; `status()` reads it. It lives
+/// outside the actor so that a restarted actor carries on with the same circuit.
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub(crate) breaker: State,
+    pub(crate) meter: Option<RateMeter>,
+    pub(crate) tiers: Option<TierSelector>,
+    pub(crate) thresholds: Option<Thresholds>,
+    /// Fast-path successes already folded into the breaker.
+    pub(crate) folded_successes: u64,
+    /// When the actor last sampled its counters.
+    pub(crate) last_sample: Instant,
+}
+
+/// Everything about one provider that outlives its actor.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) id: ProviderId,
+    pub(crate) config: Provider,
+    gate: AtomicU64,
+    open_until: AtomicU64,
+    failure_count: AtomicU32,
+    /// The origin of `open_until`.
+    epoch: Instant,
+    pub(crate) counters: Counters,
+    pub(crate) bulkhead: Option<Compartment>,
+    pub(crate) slow_threshold: Option<Duration>,
+    pub(crate) core: Mutex<Core>,
+}
+
+fn encode(state: CircuitState, generation: u64) -> u64 {
+    generation << 2 | u64::from(state.as_gauge())
+}
+
+fn decode(word: u64) -> Gate {
+    let state = match word & 3 {
+        0 => CircuitState::Closed,
+        1 => CircuitState::HalfOpen,
+        2 => CircuitState::Open,
+        _ => CircuitState::Isolated,
+    };
+    Gate {
+        state,
+        generation: word >> 2,
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(config: Provider, seed: u64, now: Instant) -> Self {
+        let breaker = State::with_seed(&config.breaker, now, seed);
+        let tiers = config
+            .adaptive
+            .as_ref()
+            .map(|a| TierSelector::new(a, &config.breaker));
+        let thresholds = tiers.as_ref().map(TierSelector::thresholds);
+        let mut core = Core {
+            breaker,
+            meter: config
+                .adaptive
+                .as_ref()
+                .map(|a| RateMeter::new(a.window, now, 0)),
+            tiers,
+            thresholds,
+            folded_successes: 0,
+            last_sample: now,
+        };
+        if let Some(t) = thresholds {
+            core.breaker.set_thresholds(t.failures, t.open_for);
+        }
+        Shared {
+            id: ProviderId::from(config.name.as_str()),
+            gate: AtomicU64::new(encode(CircuitState::Closed, 0)),
+            open_until: AtomicU64::new(0),
+            failure_count: AtomicU32::new(0),
+            epoch: now,
+            counters: Counters::new(),
+            bulkhead: config.bulkhead.as_ref().map(Compartment::new),
+            slow_threshold: config.breaker.slow_call.map(|(d, _)| d),
+            core: Mutex::new(core),
+            config,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn gate(&self) -> Gate {
+        decode(self.gate.load(Ordering::Acquire))
+    }
+
+    /// The open deadline published with the gate.
+    pub(crate) fn open_until(&self) -> Instant {
+        self.epoch + Duration::from_nanos(self.open_until.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn failure_count(&self) -> u32 {
+        self.failure_count.load(Ordering::Acquire)
+    }
+
+    /// Locks the decision state. A panic while it was held (a bug) leaves it usable.
+    pub(crate) fn core(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Publishes the breaker's state for the lock-free path. Only the actor calls this.
+    pub(crate) fn publish(&self, breaker: &State) {
+        if let Some(until) = breaker.open_until() {
+            let nanos = until.saturating_duration_since(self.epoch).as_nanos();
+            self.open_until
+                .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Release);
+        }
+        self.failure_count
+            .store(breaker.failure_count(), Ordering::Release);
+        self.gate.store(
+            encode(breaker.state(), breaker.generation()),
+            Ordering::Release,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gate_words_round_trip() {
+        for state in [
+            CircuitState::Closed,
+            CircuitState::HalfOpen,
+            CircuitState::Open,
+            CircuitState::Isolated,
+        ] {
+            for generation in [0, 1, 7, u64::MAX >> 2] {
+                assert_eq!(
+                    decode(encode(state, generation)),
+                    Gate { state, generation }
+                );
+            }
+        }
+    }
+}

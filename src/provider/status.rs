@@ -1,0 +1,125 @@
+//! [`ProviderStatus`]: a snapshot of one provider.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::counters::Count;
+use super::shared::Shared;
+use crate::breaker::CircuitState;
+use crate::ProviderId;
+
+/// A snapshot of one provider: its circuit, its counts, the thresholds in force and its load.
+///
+/// Counts are lifetime totals. Every admitted call is in `total` and, once finished, in
+/// exactly one of `successful`, `failed`, `ignored` and `cancelled`; the rest are
+/// `in_flight`. Rejected calls were never admitted. Read while calls run, the counters are
+/// each exact but not taken at one instant.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ProviderStatus {
+    /// The provider.
+    pub provider: ProviderId,
+    /// The circuit's state.
+    pub state: CircuitState,
+    /// How many transitions the circuit has made.
+    pub generation: u64,
+    /// Calls admitted.
+    pub total: u64,
+    /// Calls that succeeded.
+    pub successful: u64,
+    /// Calls counted against the provider (failures, timeouts, rate limits, isolating
+    /// verdicts).
+    pub failed: u64,
+    /// Calls whose error was the caller's fault.
+    pub ignored: u64,
+    /// Calls dropped by their caller before finishing.
+    pub cancelled: u64,
+    /// Calls rejected without being made (open circuit, isolation, full bulkhead, queue
+    /// timeout).
+    pub rejected: u64,
+    /// Of `rejected`, those the bulkhead turned away.
+    pub bulkhead_rejected: u64,
+    /// Calls slower than the slow-call threshold, if one is set.
+    pub slow: u64,
+    /// Of `failed`, the rate limits.
+    pub rate_limited: u64,
+    /// Half-open trials that exceeded the trial timeout.
+    pub trial_timeouts: u64,
+    /// The current run of consecutive counted failures.
+    pub consecutive_failures: u32,
+    /// The consecutive-failure threshold in force (adaptive thresholds change it).
+    pub failure_threshold: Option<u32>,
+    /// The base open duration in force (adaptive thresholds change it).
+    pub open_for: Duration,
+    /// While open: how long until a trial is admitted.
+    pub retry_after: Option<Duration>,
+    /// Calls admitted and not yet finished.
+    pub in_flight: u64,
+    /// Callers waiting for a bulkhead slot.
+    pub queued: u32,
+    /// The bulkhead's slot count, if there is a bulkhead.
+    pub capacity: Option<u32>,
+    /// Requests a minute over the adaptive window, for providers with adaptive thresholds.
+    pub request_rate: Option<f64>,
+    /// The adaptive tier in force, by its boundary in requests a minute; `None` without
+    /// adaptive thresholds or when no tier applies.
+    pub tier: Option<u32>,
+    /// Failed calls over finished, counted calls (`failed / (successful + failed)`); 0 when
+    /// there were none.
+    pub failure_rate: f64,
+    /// When the last counted failure was reported.
+    pub last_failure: Option<Instant>,
+}
+
+impl ProviderStatus {
+    pub(crate) fn read(shared: &Shared) -> Self {
+        let c = &shared.counters;
+        let core = shared.core();
+        let s = *core.breaker.stats();
+        let (request_rate, tier) = match (&core.meter, core.thresholds) {
+            (Some(m), Some(t)) => (Some(m.per_minute()), t.tier),
+            (Some(m), None) => (Some(m.per_minute()), None),
+            _ => (None, None),
+        };
+        let now = Instant::now();
+        let status = ProviderStatus {
+            provider: shared.id.clone(),
+            state: core.breaker.state(),
+            generation: core.breaker.generation(),
+            total: c.get(Count::Admitted) + s.total - s.external,
+            successful: c.get(Count::FastSuccesses) + s.successful,
+            failed: s.failed,
+            ignored: c.get(Count::FastIgnored) + s.ignored,
+            cancelled: c.get(Count::FastCancelled) + s.cancelled,
+            rejected: c.get(Count::FastRejected) + s.rejected,
+            bulkhead_rejected: c.get(Count::BulkheadRejected),
+            slow: s.slow,
+            rate_limited: s.rate_limited,
+            trial_timeouts: s.trial_timeouts,
+            consecutive_failures: core.breaker.consecutive_failures(),
+            failure_threshold: core.breaker.failure_threshold(),
+            open_for: core.breaker.base_open_for(),
+            retry_after: core.breaker.retry_after(now),
+            in_flight: 0,
+            queued: shared.bulkhead.as_ref().map_or(0, |b| b.queued()),
+            capacity: shared.bulkhead.as_ref().map(|b| b.capacity()),
+            request_rate,
+            tier,
+            failure_rate: 0.0,
+            last_failure: s.last_failure,
+        };
+        drop(core);
+        let finished = status.successful + status.failed + status.ignored + status.cancelled;
+        let counted = status.successful + status.failed;
+        ProviderStatus {
+            in_flight: status.total.saturating_sub(finished),
+            failure_rate: if counted == 0 {
+                0.0
+            } else {
+                status.failed as f64 / counted as f64
+            },
+            ..status
+        }
+    }
+}

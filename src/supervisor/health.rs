@@ -1,0 +1,54 @@
+//! [`Health`]: is the supervisor healthy enough to serve?
+
+use crate::breaker::CircuitState;
+use crate::{ProviderId, ProviderStatus};
+
+/// The health of every circuit, and a verdict.
+///
+/// Healthy while the fraction of circuits that are open or isolated is below the configured
+/// `unhealthy_ratio` (by default: while fewer than half of the circuits are open).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Health {
+    /// The verdict.
+    pub healthy: bool,
+    /// Each provider's circuit.
+    pub circuits: Vec<CircuitHealth>,
+    /// A line for humans: `"2/3 circuits healthy"`.
+    pub summary: String,
+}
+
+/// One circuit's health.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct CircuitHealth {
+    /// The provider.
+    pub provider: ProviderId,
+    /// Its circuit's state.
+    pub state: CircuitState,
+    /// Whether it serves calls: closed or half-open (open and isolated circuits do not).
+    pub healthy: bool,
+    /// Its lifetime failure rate (`failed / (successful + failed)`).
+    pub failure_rate: f64,
+}
+
+impl Health {
+    pub(crate) fn from_status(status: &[ProviderStatus], unhealthy_ratio: f64) -> Self {
+        let circuits: Vec<CircuitHealth> = status
+            .iter()
+            .map(|s| CircuitHealth {
+                provider: s.provider.clone(),
+                state: s.state,
+                healthy: matches!(s.state, CircuitState::Closed | CircuitState::HalfOpen),
+                failure_rate: s.failure_rate,
+            })
+            .collect();
+        let up = circuits.iter().filter(|c| c.healthy).count();
+        let down = circuits.len() - up;
+        Health {
+            healthy: (down as f64) < unhealthy_ratio * circuits.len() as f64,
+            summary: format!("{up}/{} circuits healthy", circuits.len()),
+            circuits,
+        }
+    }
+}
