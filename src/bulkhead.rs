@@ -49,13 +49,18 @@ impl Compartment {
         }
     }
 
-    /// A slot, at once or after waiting in the queue. Returns whether it had to wait.
+    /// A slot, at once or (when `queue` is set) after waiting in the queue. Returns whether
+    /// it had to wait.
     ///
     /// Cancel safe: a dropped waiter gives its queue place back.
-    pub(crate) async fn acquire(&self) -> Result<(OwnedSemaphorePermit, bool), Denied> {
+    pub(crate) async fn acquire(
+        &self,
+        queue: bool,
+    ) -> Result<(OwnedSemaphorePermit, bool), Denied> {
         match self.slots.clone().try_acquire_owned() {
             Ok(permit) => return Ok((permit, false)),
             Err(TryAcquireError::Closed) => return Err(Denied::Closed),
+            Err(TryAcquireError::NoPermits) if !queue => return Err(Denied::Full),
             Err(TryAcquireError::NoPermits) => {}
         }
         let max = self.max_waiting;
@@ -81,6 +86,12 @@ impl Compartment {
         self.waiting.load(Ordering::Acquire)
     }
 
+    /// Slots in use.
+    pub(crate) fn in_use(&self) -> u32 {
+        self.capacity
+            .saturating_sub(u32::try_from(self.slots.available_permits()).unwrap_or(u32::MAX))
+    }
+
     /// The slot count.
     pub(crate) fn capacity(&self) -> u32 {
         self.capacity
@@ -103,24 +114,24 @@ mod tests {
                 .queue(1)
                 .queue_timeout(Duration::from_secs(5)),
         );
-        let (held, waited) = b.acquire().await.expect("slot");
+        let (held, waited) = b.acquire(true).await.expect("slot");
         assert!(!waited);
         let b = Arc::new(b);
         let waiter = tokio::spawn({
             let b = b.clone();
-            async move { b.acquire().await.map(|(_, waited)| waited) }
+            async move { b.acquire(true).await.map(|(_, waited)| waited) }
         });
         tokio::task::yield_now().await;
         assert_eq!(b.queued(), 1);
-        assert_eq!(b.acquire().await.err(), Some(Denied::Full));
+        assert_eq!(b.acquire(true).await.err(), Some(Denied::Full));
         drop(held);
         assert_eq!(waiter.await.expect("join"), Ok(true));
         assert_eq!((b.slots.available_permits(), b.queued()), (1, 0));
 
-        let _held = b.acquire().await.expect("slot");
+        let _held = b.acquire(true).await.expect("slot");
         let start = tokio::time::Instant::now();
         assert_eq!(
-            b.acquire().await.err(),
+            b.acquire(true).await.err(),
             Some(Denied::Timeout(Duration::from_secs(5)))
         );
         assert_eq!(start.elapsed(), Duration::from_secs(5));
@@ -130,10 +141,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_cancelled_waiter_gives_its_place_back() {
         let b = Arc::new(Compartment::new(&Bulkhead::new(1).queue(1)));
-        let _held = b.acquire().await.expect("slot");
+        let _held = b.acquire(true).await.expect("slot");
         let waiter = tokio::spawn({
             let b = b.clone();
-            async move { b.acquire().await.is_ok() }
+            async move { b.acquire(true).await.is_ok() }
         });
         tokio::task::yield_now().await;
         assert_eq!(b.queued(), 1);
@@ -145,10 +156,10 @@ mod tests {
     #[tokio::test]
     async fn close_wakes_waiters() {
         let b = Arc::new(Compartment::new(&Bulkhead::new(1).queue(4)));
-        let _held = b.acquire().await.expect("slot");
+        let _held = b.acquire(true).await.expect("slot");
         let waiter = tokio::spawn({
             let b = b.clone();
-            async move { b.acquire().await.err() }
+            async move { b.acquire(true).await.err() }
         });
         tokio::task::yield_now().await;
         b.close();

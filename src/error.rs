@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::breaker::CircuitState;
+use crate::router::Attempt;
 use crate::ProviderId;
 
 /// Where in a configuration a bad value sits.
@@ -313,6 +314,119 @@ impl<E: std::error::Error + 'static> std::error::Error for CallError<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             CallError::Inner(e) => e.source(),
+            _ => None,
+        }
+    }
+}
+
+/// Why a routed call returned no value. Every variant but `UnknownRoute` carries the trace of
+/// attempts.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RouteError<E> {
+    /// Every provider on the route was unavailable (open, isolated or saturated): none was
+    /// called.
+    AllUnavailable {
+        /// The earliest time any of them admits calls again (`None` if all are isolated or
+        /// merely saturated).
+        retry_after: Option<Duration>,
+        /// Every provider considered.
+        attempts: Vec<Attempt>,
+    },
+    /// Every available provider was called and failed; `last` is the last failure.
+    Exhausted {
+        /// The last provider's error.
+        last: CallError<E>,
+        /// Every provider considered.
+        attempts: Vec<Attempt>,
+    },
+    /// A provider answered with an error that is the caller's fault ([`Verdict::Ignored`](crate::Verdict::Ignored)):
+    /// another provider would refuse it too, so no other was tried.
+    NotRetryable {
+        /// The provider's error.
+        error: E,
+        /// Every provider considered.
+        attempts: Vec<Attempt>,
+    },
+    /// The route's deadline passed.
+    DeadlineExceeded {
+        /// The deadline.
+        deadline: Duration,
+        /// Every provider considered.
+        attempts: Vec<Attempt>,
+    },
+    /// The supervisor is shutting down.
+    ShuttingDown {
+        /// Every provider considered.
+        attempts: Vec<Attempt>,
+    },
+    /// No route has this name.
+    UnknownRoute(String),
+}
+
+impl<E> RouteError<E> {
+    /// The attempts made before giving up.
+    pub fn attempts(&self) -> &[Attempt] {
+        match self {
+            RouteError::AllUnavailable { attempts, .. }
+            | RouteError::Exhausted { attempts, .. }
+            | RouteError::NotRetryable { attempts, .. }
+            | RouteError::DeadlineExceeded { attempts, .. }
+            | RouteError::ShuttingDown { attempts } => attempts,
+            RouteError::UnknownRoute(_) => &[],
+        }
+    }
+
+    /// When to try the route again, when every provider was unavailable.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            RouteError::AllUnavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The provider's own error, for `NotRetryable` and an `Exhausted` whose last failure
+    /// was the provider's error.
+    pub fn into_inner(self) -> Option<E> {
+        match self {
+            RouteError::NotRetryable { error, .. } => Some(error),
+            RouteError::Exhausted { last, .. } => last.into_inner(),
+            _ => None,
+        }
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for RouteError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tried = self.attempts().len();
+        match self {
+            RouteError::AllUnavailable { retry_after, .. } => {
+                write!(f, "all {tried} providers unavailable")?;
+                match retry_after {
+                    Some(d) => write!(f, "; retry after {}", humantime::format_duration(*d)),
+                    None => Ok(()),
+                }
+            }
+            RouteError::Exhausted { last, .. } => {
+                write!(f, "every provider failed ({tried} attempts); last: {last}")
+            }
+            RouteError::NotRetryable { error, .. } => write!(f, "request refused: {error}"),
+            RouteError::DeadlineExceeded { deadline, .. } => write!(
+                f,
+                "route deadline of {} exceeded after {tried} attempts",
+                humantime::format_duration(*deadline)
+            ),
+            RouteError::ShuttingDown { .. } => f.write_str("fusebox is shutting down"),
+            RouteError::UnknownRoute(name) => write!(f, "unknown route `{name}`"),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for RouteError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RouteError::NotRetryable { error, .. } => error.source(),
+            RouteError::Exhausted { last, .. } => last.source(),
             _ => None,
         }
     }

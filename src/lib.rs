@@ -85,6 +85,7 @@
 //! - [`classify`]: which outcomes count against a provider; HTTP status and `Retry-After`.
 //! - [`config`]: builders, validation and the TOML format.
 //! - [`events`]: the event bus and its stable event names.
+//! - [`router`]: routes, their policies, and the trace of a routed call.
 
 mod adaptive;
 pub mod breaker;
@@ -95,6 +96,7 @@ mod error;
 pub mod events;
 mod id;
 mod provider;
+pub mod router;
 mod supervisor;
 
 pub use breaker::CircuitState;
@@ -102,10 +104,11 @@ pub use classify::{http_verdict, http_verdict_at, Classify, HeaderError, Verdict
 pub use config::{
     Adaptive, AllOpen, Breaker, Bulkhead, Config, Policy, Provider, Route, Tier, Window,
 };
-pub use error::{CallError, ConfigError, Scope};
+pub use error::{CallError, ConfigError, RouteError, Scope};
 pub use events::{Event, EventKind};
 pub use id::ProviderId;
 pub use provider::{ProviderHandle, ProviderStatus};
+pub use router::{Attempt, AttemptOutcome, Routed};
 pub use supervisor::{
     CircuitHealth, Health, ShutdownReport, Supervisor, SupervisorBuilder, UnknownProvider,
 };

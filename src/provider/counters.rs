@@ -20,9 +20,11 @@ pub(crate) enum Count {
     FastRejected,
     /// Calls rejected by the bulkhead (full or queue timeout); also in `FastRejected`.
     BulkheadRejected,
+    /// Calls admitted on the fast path whose outcome was handed to the actor.
+    Reported,
 }
 
-const COUNTS: usize = 6;
+const COUNTS: usize = 7;
 
 #[derive(Debug, Default)]
 #[repr(align(128))]

@@ -81,13 +81,17 @@ impl Admitted<'_> {
         };
         let shared = &self.handle.shared;
         let slow = shared.slow_threshold.is_some_and(|t| elapsed > t);
-        if permit.is_trial() || verdict.is_failure() || slow {
+        let is_trial = permit.is_trial();
+        if is_trial || verdict.is_failure() || slow {
             let (ack, done) = oneshot::channel();
             let report = Report {
                 permit,
                 outcome: Outcome::Completed { verdict, elapsed },
                 ack: Some(ack),
             };
+            if !is_trial {
+                shared.counters.add(Count::Reported, 1);
+            }
             if self.handle.actor.tell(report).try_send().is_ok() {
                 // The report is queued: even if this caller is dropped now, it is decided.
                 let _ = done.await;
@@ -179,7 +183,7 @@ impl ProviderHandle {
         Fut: Future<Output = Result<T, E>>,
     {
         let admitted = self
-            .admit()
+            .admit(true)
             .await
             .map_err(|r| r.into_error(&self.shared.id))?;
         let started = admitted.needs_clock().then(Instant::now);
@@ -229,7 +233,7 @@ impl ProviderHandle {
     ///
     /// Cancel safe: a queue place, a bulkhead slot or a trial permit obtained before the
     /// future is dropped is given back.
-    pub(crate) async fn admit(&self) -> Result<Admitted<'_>, Reject> {
+    pub(crate) async fn admit(&self, queue: bool) -> Result<Admitted<'_>, Reject> {
         let shared = &*self.shared;
         let mut retries = 0;
         loop {
@@ -263,7 +267,7 @@ impl ProviderHandle {
             };
             let slot = match &shared.bulkhead {
                 None => None,
-                Some(bulkhead) => match bulkhead.acquire().await {
+                Some(bulkhead) => match bulkhead.acquire(queue).await {
                     // The circuit may have changed while this call waited for a slot.
                     Ok((_, true)) if shared.gate() != gate => continue,
                     Ok((slot, _)) => Some(slot),

@@ -10,5 +10,6 @@ mod status;
 pub(crate) use actor::Crash;
 pub(crate) use actor::{Ctx, ProviderActor, Tick};
 pub use handle::ProviderHandle;
+pub(crate) use handle::Reject;
 pub(crate) use shared::{Closing, Shared};
 pub use status::ProviderStatus;

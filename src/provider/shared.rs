@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::counters::Counters;
+use super::counters::{Count, Counters};
 use crate::adaptive::{RateMeter, Thresholds, TierSelector};
 use crate::breaker::{CircuitState, State};
 use crate::bulkhead::Compartment;
@@ -71,6 +71,9 @@ pub(crate) struct Shared {
     pub(crate) bulkhead: Option<Compartment>,
     pub(crate) slow_threshold: Option<Duration>,
     pub(crate) core: Mutex<Core>,
+    /// Moving average of successful routed-call latency, in seconds, as `f64` bits; 0 until
+    /// the first sample.
+    latency: AtomicU64,
 }
 
 fn encode(state: CircuitState, generation: u64) -> u64 {
@@ -122,6 +125,7 @@ impl Shared {
             bulkhead: config.bulkhead.as_ref().map(Compartment::new),
             slow_threshold: config.breaker.slow_call.map(|(d, _)| d),
             core: Mutex::new(core),
+            latency: AtomicU64::new(0),
             config,
         }
     }
@@ -138,6 +142,45 @@ impl Shared {
 
     pub(crate) fn failure_count(&self) -> u32 {
         self.failure_count.load(Ordering::Acquire)
+    }
+
+    /// Folds a successful call's latency into the moving average (weight 0.2).
+    pub(crate) fn record_latency(&self, latency: Duration) {
+        let sample = latency.as_secs_f64();
+        let _ = self
+            .latency
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |bits| {
+                let old = f64::from_bits(bits);
+                let new = if bits == 0 {
+                    sample
+                } else {
+                    old + 0.2 * (sample - old)
+                };
+                Some(new.to_bits())
+            });
+    }
+
+    /// The moving average of successful routed-call latency; `None` before any sample.
+    pub(crate) fn latency(&self) -> Option<Duration> {
+        let bits = self.latency.load(Ordering::Acquire);
+        (bits != 0).then(|| Duration::from_secs_f64(f64::from_bits(bits)))
+    }
+
+    /// Calls in flight and queued relative to the bulkhead's capacity (a provider without a
+    /// bulkhead counts as capacity 1), read without locks. Half-open trials are not counted.
+    pub(crate) fn load(&self) -> f64 {
+        let c = &self.counters;
+        let (busy, capacity) = match &self.bulkhead {
+            Some(b) => (u64::from(b.in_use() + b.queued()), b.capacity()),
+            None => {
+                let ended = c.get(Count::FastSuccesses)
+                    + c.get(Count::FastIgnored)
+                    + c.get(Count::FastCancelled)
+                    + c.get(Count::Reported);
+                (c.get(Count::Admitted).saturating_sub(ended), 1)
+            }
+        };
+        busy as f64 / f64::from(capacity)
     }
 
     /// Locks the decision state. A panic while it was held (a bug) leaves it usable.

@@ -26,7 +26,8 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::events::Event;
 use crate::provider::{Closing, Ctx, ProviderActor, ProviderHandle, Shared, Tick};
-use crate::{CallError, Classify, ConfigError, ProviderId, ProviderStatus, Verdict};
+use crate::router::{self, RouteEntry, Routed, Routes};
+use crate::{CallError, Classify, ConfigError, ProviderId, ProviderStatus, RouteError, Verdict};
 
 /// The root of the actor tree: supervises the provider actors.
 #[derive(Debug)]
@@ -70,6 +71,7 @@ struct Inner {
     providers: HashMap<ProviderId, ProviderHandle>,
     order: Vec<ProviderHandle>,
     events: broadcast::Sender<Event>,
+    routes: Routes,
     root: ActorRef<Root>,
     timers: Vec<JoinHandle<()>>,
     closing: Arc<Closing>,
@@ -168,12 +170,20 @@ impl Supervisor {
             providers.insert(handle.id().clone(), handle.clone());
             order.push(handle);
         }
+        let routes = Routes {
+            entries: config
+                .routes
+                .iter()
+                .map(|r| (r.name.clone(), RouteEntry::new(r.clone(), &providers)))
+                .collect(),
+        };
         Ok(Supervisor {
             inner: Arc::new(Inner {
                 config,
                 providers,
                 order,
                 events,
+                routes,
                 root,
                 timers,
                 closing,
@@ -264,6 +274,54 @@ impl Supervisor {
         match self.inner.providers.get(provider) {
             Some(handle) => handle.call_with(classify, op).await,
             None => Err(CallError::UnknownProvider(provider.to_owned())),
+        }
+    }
+
+    /// Calls the providers of `route` in the order its policy gives, failing over on provider
+    /// failures, until one answers. `op` is called with the provider's id and runs in the
+    /// caller's task. Errors are classified by their [`Classify`] implementation.
+    ///
+    /// Open, isolated and saturated providers are skipped without a call. A failure, rate
+    /// limit, isolating error or call timeout moves on to the next provider at once; an
+    /// error that is the caller's fault ([`Verdict::Ignored`]) returns at once. The route's
+    /// deadline bounds the whole call.
+    ///
+    /// # Errors
+    ///
+    /// A [`RouteError`] carrying every attempt.
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`call`](Self::call): dropping the future gives back whatever the current
+    /// attempt held.
+    pub async fn route<T, E, F, Fut>(&self, route: &str, op: F) -> Result<Routed<T>, RouteError<E>>
+    where
+        E: Classify,
+        F: FnMut(ProviderId) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.route_with(route, E::verdict, op).await
+    }
+
+    /// Like [`route`](Self::route), with a closure classifying errors.
+    ///
+    /// # Errors
+    ///
+    /// As for [`route`](Self::route).
+    pub async fn route_with<T, E, C, F, Fut>(
+        &self,
+        route: &str,
+        classify: C,
+        op: F,
+    ) -> Result<Routed<T>, RouteError<E>>
+    where
+        C: Fn(&E) -> Verdict,
+        F: FnMut(ProviderId) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        match self.inner.routes.entries.get(route) {
+            Some(entry) => router::run(entry, classify, op).await,
+            None => Err(RouteError::UnknownRoute(route.to_owned())),
         }
     }
 
