@@ -94,10 +94,14 @@ pub mod classify;
 pub mod config;
 mod error;
 pub mod events;
+#[cfg(feature = "reqwest")]
+pub mod http;
 mod id;
 mod provider;
 pub mod router;
 mod supervisor;
+#[cfg(feature = "mock-server")]
+pub mod testing;
 
 pub use breaker::CircuitState;
 pub use classify::{http_verdict, http_verdict_at, Classify, HeaderError, Verdict};

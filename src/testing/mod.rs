@@ -1,0 +1,1 @@
+//! A fault-injecting mock LLM provider (being written).
