@@ -211,8 +211,14 @@ async fn open_both(fuse: &Supervisor, fleet: &Fleet) {
         let _ = support::call(fuse, "secondary", fleet.get("secondary")).await;
     }
     settle().await;
-    assert_eq!(fuse.provider("primary").unwrap().state(), CircuitState::Open);
-    assert_eq!(fuse.provider("secondary").unwrap().state(), CircuitState::Open);
+    assert_eq!(
+        fuse.provider("primary").unwrap().state(),
+        CircuitState::Open
+    );
+    assert_eq!(
+        fuse.provider("secondary").unwrap().state(),
+        CircuitState::Open
+    );
 }
 
 fn failing_fleet() -> Fleet {
