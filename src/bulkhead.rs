@@ -1,6 +1,6 @@
 //! The bulkhead at run time: permits plus a bounded waiting queue with a timeout.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,16 +25,25 @@ pub(crate) struct Compartment {
     slots: Arc<Semaphore>,
     capacity: u32,
     waiting: AtomicU32,
+    /// Waiters dropped (by their caller) before they got a slot or gave up.
+    abandoned: AtomicU64,
     max_waiting: u32,
     queue_timeout: Duration,
 }
 
-/// Takes a queue place back when the waiter is done, however it ends.
-struct QueuePlace<'a>(&'a AtomicU32);
+/// Takes a queue place back when the waiter is done, however it ends, and counts a waiter
+/// whose caller dropped it.
+struct QueuePlace<'a> {
+    bulkhead: &'a Compartment,
+    settled: bool,
+}
 
 impl Drop for QueuePlace<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.bulkhead.waiting.fetch_sub(1, Ordering::AcqRel);
+        if !self.settled {
+            self.bulkhead.abandoned.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -44,6 +53,7 @@ impl Compartment {
             slots: Arc::new(Semaphore::new(config.max_concurrent as usize)),
             capacity: config.max_concurrent,
             waiting: AtomicU32::new(0),
+            abandoned: AtomicU64::new(0),
             max_waiting: config.queue,
             queue_timeout: config.queue_timeout,
         }
@@ -73,8 +83,14 @@ impl Compartment {
         {
             return Err(Denied::Full);
         }
-        let _place = QueuePlace(&self.waiting);
-        match tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned()).await {
+        let mut place = QueuePlace {
+            bulkhead: self,
+            settled: false,
+        };
+        let waited =
+            tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned()).await;
+        place.settled = true;
+        match waited {
             Ok(Ok(permit)) => Ok((permit, true)),
             Ok(Err(_closed)) => Err(Denied::Closed),
             Err(_elapsed) => Err(Denied::Timeout(self.queue_timeout)),
@@ -90,6 +106,11 @@ impl Compartment {
     pub(crate) fn in_use(&self) -> u32 {
         self.capacity
             .saturating_sub(u32::try_from(self.slots.available_permits()).unwrap_or(u32::MAX))
+    }
+
+    /// Waiters whose callers dropped them while they waited.
+    pub(crate) fn abandoned(&self) -> u64 {
+        self.abandoned.load(Ordering::Relaxed)
     }
 
     /// The slot count.
@@ -150,7 +171,7 @@ mod tests {
         assert_eq!(b.queued(), 1);
         waiter.abort();
         let _ = waiter.await;
-        assert_eq!(b.queued(), 0);
+        assert_eq!((b.queued(), b.abandoned()), (0, 1));
     }
 
     #[tokio::test]

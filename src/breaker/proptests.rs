@@ -92,7 +92,9 @@ impl Model {
         let timeout = self.trial_timeout.unwrap_or(self.last_open);
         match &mut self.phase {
             ModelPhase::Closed => Ok((self.generation, None)),
-            ModelPhase::HalfOpen { trials, .. } if (trials.len() as u32) < self.max_trials => {
+            ModelPhase::HalfOpen { trials, successes }
+                if trials.len() as u32 + *successes < self.max_trials =>
+            {
                 let id = self.next_trial;
                 self.next_trial += 1;
                 trials.push((id, now + timeout));
@@ -331,8 +333,11 @@ proptest! {
             if let ModelPhase::Open(until) = m.phase {
                 prop_assert_eq!(b.open_until(), Some(until));
             }
-            // Never more trials than allowed.
+            // Never more trials than allowed (in flight, plus those that already succeeded).
             prop_assert!(b.trials_in_flight() <= cfg.half_open_max_calls);
+            if let ModelPhase::HalfOpen { trials, successes } = &m.phase {
+                prop_assert!(trials.len() as u32 + successes <= cfg.half_open_max_calls);
+            }
             // The open deadline never moves earlier within one open.
             if before.0 == CircuitState::Open && b.state() == CircuitState::Open && before.1 == b.generation() {
                 prop_assert!(b.open_until() >= before.2);

@@ -437,7 +437,9 @@ impl State {
                 trial: None,
                 external: false,
             }),
-            Phase::HalfOpen { trials, .. } if (trials.len() as u32) < self.half_open_max_calls => {
+            Phase::HalfOpen { trials, successes }
+                if trials.len() as u32 + *successes < self.half_open_max_calls =>
+            {
                 let id = self.next_trial;
                 self.next_trial += 1;
                 let timeout = self.trial_timeout.unwrap_or(self.last_open_for);

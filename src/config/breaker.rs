@@ -158,7 +158,10 @@ impl Breaker {
         self
     }
 
-    /// How many trial calls may be in flight at once while half-open.
+    /// How many trial calls a half-open circuit admits. A trial that succeeds keeps its
+    /// slot until the circuit closes (so at most this many calls probe a recovering
+    /// provider); a cancelled or ignored trial frees its slot; a failed or timed-out one
+    /// re-opens the circuit.
     ///
     /// Defaults to 1.
     pub fn half_open_max_calls(mut self, n: u32) -> Self {

@@ -52,7 +52,37 @@ impl Actor for ProviderActor {
 /// Asks for a half-open trial permit.
 #[derive(Debug)]
 pub(crate) struct Admit {
-    pub(crate) reply: oneshot::Sender<Result<Permit, Rejection>>,
+    pub(crate) reply: oneshot::Sender<Result<TrialPermit, Rejection>>,
+}
+
+/// A granted trial permit on its way to the caller. If it is dropped before the caller
+/// takes it (the caller gave up while the reply was in flight), it reports itself
+/// cancelled, so the trial slot is never stranded.
+#[derive(Debug)]
+pub(crate) struct TrialPermit {
+    permit: Option<Permit>,
+    actor: ActorRef<ProviderActor>,
+}
+
+impl TrialPermit {
+    /// The permit, now the caller's to report. (Always `Some`: only this method empties
+    /// the guard, and it consumes it.)
+    pub(crate) fn take(mut self) -> Option<Permit> {
+        self.permit.take()
+    }
+}
+
+impl Drop for TrialPermit {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            let report = Report {
+                permit,
+                outcome: Outcome::Cancelled,
+                ack: None,
+            };
+            let _ = self.actor.tell(report).try_send();
+        }
+    }
 }
 
 /// Reports an outcome that may change state.
@@ -176,7 +206,7 @@ fn next_wake(core: &Core, shared: &Shared) -> Option<Instant> {
 impl Message<Admit> for ProviderActor {
     type Reply = ();
 
-    async fn handle(&mut self, msg: Admit, _: &mut Context<Self, Self::Reply>) {
+    async fn handle(&mut self, msg: Admit, ctx: &mut Context<Self, Self::Reply>) {
         let mut decision = None;
         self.decide(|core, now| {
             let admission = core.breaker.on_admit(now);
@@ -184,10 +214,12 @@ impl Message<Admit> for ProviderActor {
             admission.transition
         });
         let Some(decision) = decision else { return };
-        if let Err(Ok(permit)) = msg.reply.send(decision) {
-            // The caller gave up while waiting: its trial slot goes back at once.
-            self.decide(|core, now| core.breaker.on_outcome(permit, Outcome::Cancelled, now));
-        }
+        let decision = decision.map(|permit| TrialPermit {
+            permit: Some(permit),
+            actor: ctx.actor_ref().clone(),
+        });
+        // If the caller is gone, the returned permit is dropped here and reports itself.
+        let _ = msg.reply.send(decision);
     }
 }
 

@@ -22,9 +22,12 @@ pub(crate) enum Count {
     BulkheadRejected,
     /// Calls admitted on the fast path whose outcome was handed to the actor.
     Reported,
+    /// Successes of calls admitted under an older generation: counted, never folded into
+    /// the breaker.
+    StaleSuccesses,
 }
 
-const COUNTS: usize = 7;
+const COUNTS: usize = 8;
 
 #[derive(Debug, Default)]
 #[repr(align(128))]

@@ -8,7 +8,7 @@ use kameo::actor::ActorRef;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
-use super::actor::{Admit, Control, ProviderActor, Report};
+use super::actor::{Admit, Control, ProviderActor, Report, TrialPermit};
 use super::counters::Count;
 use super::shared::{Closing, Shared};
 use super::status::ProviderStatus;
@@ -99,6 +99,10 @@ impl Admitted<'_> {
         } else {
             let count = if verdict == Verdict::Ignored {
                 Count::FastIgnored
+            } else if permit.generation() != shared.gate().generation {
+                // Admitted before the circuit last changed: it must not end the new
+                // generation's run of failures.
+                Count::StaleSuccesses
             } else {
                 Count::FastSuccesses
             };
@@ -283,8 +287,9 @@ impl ProviderHandle {
                 if self.actor.tell(Admit { reply }).try_send().is_err() {
                     return Err(Reject::ShuttingDown);
                 }
-                match decision.await {
-                    Ok(Ok(permit)) => permit,
+                match decision.await.map(|d| d.map(TrialPermit::take)) {
+                    Ok(Ok(Some(permit))) => permit,
+                    Ok(Ok(None)) => continue,
                     Ok(Err(rejection)) => return Err(Reject::Circuit(rejection)),
                     // The actor died deciding; its restart keeps the circuit. Ask again.
                     Err(_) if retries < ADMIT_RETRIES => {

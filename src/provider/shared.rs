@@ -174,6 +174,7 @@ impl Shared {
             Some(b) => (u64::from(b.in_use() + b.queued()), b.capacity()),
             None => {
                 let ended = c.get(Count::FastSuccesses)
+                    + c.get(Count::StaleSuccesses)
                     + c.get(Count::FastIgnored)
                     + c.get(Count::FastCancelled)
                     + c.get(Count::Reported);

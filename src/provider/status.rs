@@ -58,6 +58,9 @@ pub struct ProviderStatus {
     pub in_flight: u64,
     /// Callers waiting for a bulkhead slot.
     pub queued: u32,
+    /// Callers dropped while they waited for a bulkhead slot. They were never admitted, so
+    /// they are in no other count.
+    pub queue_abandoned: u64,
     /// The bulkhead's slot count, if there is a bulkhead.
     pub capacity: Option<u32>,
     /// Requests a minute over the adaptive window, for providers with adaptive thresholds.
@@ -88,7 +91,7 @@ impl ProviderStatus {
             state: core.breaker.state(),
             generation: core.breaker.generation(),
             total: c.get(Count::Admitted) + s.total - s.external,
-            successful: c.get(Count::FastSuccesses) + s.successful,
+            successful: c.get(Count::FastSuccesses) + c.get(Count::StaleSuccesses) + s.successful,
             failed: s.failed,
             ignored: c.get(Count::FastIgnored) + s.ignored,
             cancelled: c.get(Count::FastCancelled) + s.cancelled,
@@ -103,6 +106,7 @@ impl ProviderStatus {
             retry_after: core.breaker.retry_after(now),
             in_flight: 0,
             queued: shared.bulkhead.as_ref().map_or(0, |b| b.queued()),
+            queue_abandoned: shared.bulkhead.as_ref().map_or(0, |b| b.abandoned()),
             capacity: shared.bulkhead.as_ref().map(|b| b.capacity()),
             request_rate,
             tier,
