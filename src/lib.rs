@@ -86,6 +86,7 @@
 //! - [`config`]: builders, validation and the TOML format.
 //! - [`events`]: the event bus and its stable event names.
 //! - [`router`]: routes, their policies, and the trace of a routed call.
+//! - [`metrics`]: the metrics fusebox emits through the `metrics` facade.
 
 mod adaptive;
 pub mod breaker;
@@ -97,6 +98,7 @@ pub mod events;
 #[cfg(feature = "reqwest")]
 pub mod http;
 mod id;
+pub mod metrics;
 mod provider;
 pub mod router;
 mod supervisor;

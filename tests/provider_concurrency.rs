@@ -68,7 +68,7 @@ async fn a_bulkhead_bounds_concurrency_and_queues_with_a_timeout() {
     let s = status(&fuse);
     assert_eq!(s.state, CircuitState::Closed);
     assert_eq!((s.failed, s.queued, s.in_flight), (0, 0, 2));
-    assert_eq!((s.rejected, s.bulkhead_rejected), (4, 4));
+    assert_eq!((s.rejected, s.bulkhead_full, s.queue_timeouts), (4, 1, 3));
 
     for task in running {
         task.abort();

@@ -14,6 +14,7 @@
 //! [[providers]]
 //! name = "anthropic"
 //! call_timeout = "90s"         # optional
+//! record_durations = true      # optional: the call duration histogram
 //!
 //! [providers.breaker]          # optional; every key optional, defaults from Breaker::default()
 //! consecutive = 3              # an integer, or `false` to disable the condition
@@ -186,6 +187,7 @@ struct RawConfig {
 struct RawProvider {
     name: Spanned<String>,
     call_timeout: Option<Spanned<String>>,
+    record_durations: Option<bool>,
     breaker: Option<RawBreaker>,
     bulkhead: Option<RawBulkhead>,
     adaptive: Option<RawAdaptive>,
@@ -426,6 +428,7 @@ impl Converter<'_> {
         });
         self.scope = Scope::Provider(p.name.clone());
         p.call_timeout = self.duration("call_timeout", raw.call_timeout)?;
+        p.record_durations = raw.record_durations.unwrap_or(p.record_durations);
         if let Some(b) = raw.breaker {
             p.breaker = self.breaker(b)?;
         }
@@ -632,6 +635,7 @@ impl From<&Provider> for RawProvider {
         RawProvider {
             name: sp(p.name.clone()),
             call_timeout: p.call_timeout.and_then(dur),
+            record_durations: (!p.record_durations).then_some(false),
             breaker: Some(breaker),
             bulkhead: p.bulkhead.map(|b| RawBulkhead {
                 max_concurrent: sp(b.max_concurrent.into()),

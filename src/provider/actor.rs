@@ -17,8 +17,9 @@ use tokio::time::Instant;
 
 use super::counters::Count;
 use super::shared::{Closing, Core, Shared};
-use crate::breaker::{Outcome, Permit, Rejection, Transition};
+use crate::breaker::{CircuitState, Outcome, Permit, Rejection, Transition};
 use crate::events::{self, Event, EventKind};
+use crate::ProviderId;
 
 /// What a provider actor is started (and restarted) with.
 #[derive(Debug)]
@@ -133,6 +134,8 @@ impl ProviderActor {
         drop(core);
 
         if let Some(t) = &transition {
+            crate::metrics::transition(&shared.id, t);
+            log_transition(&shared.id, t);
             self.emit(events::from_transition(&shared.id, t));
         }
         if let Some(kind) = adapted {
@@ -157,7 +160,9 @@ impl ProviderActor {
         // Demand, not throughput: calls rejected while open still count as requests.
         let counters = &self.ctx.shared.counters;
         meter.observe(
-            counters.get(Count::Admitted) + counters.get(Count::FastRejected),
+            counters.get(Count::Admitted)
+                + counters.get(Count::RejectedOpen)
+                + counters.get(Count::RejectedIsolated),
             now,
         );
         let rate = meter.per_minute();
@@ -176,6 +181,22 @@ impl ProviderActor {
     fn emit(&self, event: Event) {
         // No subscriber is not an error: the event is simply not wanted.
         let _ = self.ctx.events.send(event);
+    }
+}
+
+/// Logs a transition: a warning when a provider goes out of service, info otherwise.
+fn log_transition(provider: &ProviderId, t: &Transition) {
+    let (from, to, cause) = (t.from.as_str(), t.to.as_str(), t.cause.as_str());
+    match t.to {
+        CircuitState::Open => tracing::warn!(
+            %provider, from, to, cause, failures = t.failures,
+            open_for = ?t.open_for.unwrap_or_default(), "circuit opened"
+        ),
+        CircuitState::Isolated => {
+            tracing::warn!(%provider, from, to, cause, "circuit isolated")
+        }
+        CircuitState::Closed => tracing::info!(%provider, from, to, cause, "circuit closed"),
+        CircuitState::HalfOpen => tracing::info!(%provider, from, to, cause, "circuit half-open"),
     }
 }
 

@@ -16,10 +16,16 @@ pub(crate) enum Count {
     FastIgnored,
     /// Cancellations settled without a message.
     FastCancelled,
-    /// Calls rejected by the gate or the bulkhead without a message.
-    FastRejected,
-    /// Calls rejected by the bulkhead (full or queue timeout); also in `FastRejected`.
-    BulkheadRejected,
+    /// Calls rejected by an open circuit without a message.
+    RejectedOpen,
+    /// Calls rejected by an isolated circuit.
+    RejectedIsolated,
+    /// Calls turned away by a full bulkhead.
+    BulkheadFull,
+    /// Calls that waited the whole queue timeout.
+    QueueTimeout,
+    /// Calls that exceeded the call timeout (also counted as failures by the actor).
+    Timeouts,
     /// Calls admitted on the fast path whose outcome was handed to the actor.
     Reported,
     /// Successes of calls admitted under an older generation: counted, never folded into
@@ -27,7 +33,7 @@ pub(crate) enum Count {
     StaleSuccesses,
 }
 
-const COUNTS: usize = 8;
+const COUNTS: usize = 11;
 
 #[derive(Debug, Default)]
 #[repr(align(128))]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use kameo::actor::ActorRef;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::actor::{Admit, Control, ProviderActor, Report, TrialPermit};
 use super::counters::Count;
@@ -111,9 +112,9 @@ impl Admitted<'_> {
         }
     }
 
-    /// Whether the caller must measure the call's duration.
+    /// Whether the caller must time the call.
     pub(crate) fn needs_clock(&self) -> bool {
-        self.handle.shared.slow_threshold.is_some()
+        self.handle.shared.timed
     }
 }
 
@@ -186,6 +187,16 @@ impl ProviderHandle {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        let span = tracing::debug_span!("fusebox.call", provider = %self.shared.id);
+        self.guarded(classify, op).instrument(span).await
+    }
+
+    async fn guarded<T, E, C, F, Fut>(&self, classify: C, op: F) -> Result<T, CallError<E>>
+    where
+        C: Fn(&E) -> Verdict,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
         let admitted = self
             .admit(true)
             .await
@@ -196,17 +207,26 @@ impl ProviderHandle {
             None => Ok(op().await),
         };
         let elapsed = started.map_or(Duration::ZERO, |s| s.elapsed());
+        let verdict = match &result {
+            Ok(Ok(_)) => Verdict::Success,
+            Ok(Err(error)) => classify(error),
+            Err(_) => Verdict::Failure,
+        };
+        if started.is_some() {
+            self.shared.durations.record(verdict.is_failure(), elapsed);
+        }
         match result {
             Ok(Ok(value)) => {
-                admitted.finish(Verdict::Success, elapsed).await;
+                admitted.finish(verdict, elapsed).await;
                 Ok(value)
             }
             Ok(Err(error)) => {
-                admitted.finish(classify(&error), elapsed).await;
+                admitted.finish(verdict, elapsed).await;
                 Err(CallError::Inner(error))
             }
             Err(after) => {
-                admitted.finish(Verdict::Failure, after).await;
+                self.shared.counters.add(Count::Timeouts, 1);
+                admitted.finish(verdict, after).await;
                 Err(CallError::Timeout {
                     provider: self.shared.id.clone(),
                     after,
@@ -251,7 +271,7 @@ impl ProviderHandle {
                 CircuitState::Open => {
                     let (until, now) = (shared.open_until(), Instant::now());
                     if now < until {
-                        shared.counters.add(Count::FastRejected, 1);
+                        shared.counters.add(Count::RejectedOpen, 1);
                         return Err(Reject::Circuit(Rejection {
                             state: CircuitState::Open,
                             retry_after: Some(until - now),
@@ -261,7 +281,7 @@ impl ProviderHandle {
                     true
                 }
                 CircuitState::Isolated => {
-                    shared.counters.add(Count::FastRejected, 1);
+                    shared.counters.add(Count::RejectedIsolated, 1);
                     return Err(Reject::Circuit(Rejection {
                         state: CircuitState::Isolated,
                         retry_after: None,
@@ -276,8 +296,11 @@ impl ProviderHandle {
                     Ok((_, true)) if shared.gate() != gate => continue,
                     Ok((slot, _)) => Some(slot),
                     Err(denied) => {
-                        shared.counters.add(Count::FastRejected, 1);
-                        shared.counters.add(Count::BulkheadRejected, 1);
+                        match denied {
+                            Denied::Full => shared.counters.add(Count::BulkheadFull, 1),
+                            Denied::Timeout(_) => shared.counters.add(Count::QueueTimeout, 1),
+                            Denied::Closed => {}
+                        }
                         return Err(Reject::Bulkhead(denied));
                     }
                 },

@@ -9,6 +9,7 @@ mod status;
 #[cfg(feature = "testing")]
 pub(crate) use actor::Crash;
 pub(crate) use actor::{Ctx, ProviderActor, Tick};
+pub(crate) use counters::Count;
 pub use handle::ProviderHandle;
 pub(crate) use handle::Reject;
 pub(crate) use shared::{Closing, Shared};

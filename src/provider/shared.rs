@@ -71,6 +71,10 @@ pub(crate) struct Shared {
     pub(crate) bulkhead: Option<Compartment>,
     pub(crate) slow_threshold: Option<Duration>,
     pub(crate) core: Mutex<Core>,
+    /// The call-duration histograms.
+    pub(crate) durations: crate::metrics::Durations,
+    /// Whether direct calls are timed (for the histogram or the slow-call threshold).
+    pub(crate) timed: bool,
     /// Moving average of successful routed-call latency, in seconds, as `f64` bits; 0 until
     /// the first sample.
     latency: AtomicU64,
@@ -115,8 +119,11 @@ impl Shared {
         if let Some(t) = thresholds {
             core.breaker.set_thresholds(t.failures, t.open_for);
         }
+        let id = ProviderId::from(config.name.as_str());
         Shared {
-            id: ProviderId::from(config.name.as_str()),
+            durations: crate::metrics::Durations::new(&id),
+            timed: config.record_durations || config.breaker.slow_call.is_some(),
+            id,
             gate: AtomicU64::new(encode(CircuitState::Closed, 0)),
             open_until: AtomicU64::new(0),
             failure_count: AtomicU32::new(0),

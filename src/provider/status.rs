@@ -38,8 +38,19 @@ pub struct ProviderStatus {
     /// Calls rejected without being made (open circuit, isolation, full bulkhead, queue
     /// timeout).
     pub rejected: u64,
-    /// Of `rejected`, those the bulkhead turned away.
-    pub bulkhead_rejected: u64,
+    /// Of `rejected`: by an open circuit.
+    pub rejected_open: u64,
+    /// Of `rejected`: by a half-open circuit with every trial slot taken (and the few
+    /// rejections decided by the provider's actor rather than the lock-free path).
+    pub rejected_half_open: u64,
+    /// Of `rejected`: by an isolated circuit.
+    pub rejected_isolated: u64,
+    /// Of `rejected`: by a full bulkhead.
+    pub bulkhead_full: u64,
+    /// Of `rejected`: after waiting the whole queue timeout.
+    pub queue_timeouts: u64,
+    /// Of `failed`: calls that exceeded the call timeout (by a direct or routed call).
+    pub timeouts: u64,
     /// Calls slower than the slow-call threshold, if one is set.
     pub slow: u64,
     /// Of `failed`, the rate limits.
@@ -95,8 +106,17 @@ impl ProviderStatus {
             failed: s.failed,
             ignored: c.get(Count::FastIgnored) + s.ignored,
             cancelled: c.get(Count::FastCancelled) + s.cancelled,
-            rejected: c.get(Count::FastRejected) + s.rejected,
-            bulkhead_rejected: c.get(Count::BulkheadRejected),
+            rejected: c.get(Count::RejectedOpen)
+                + c.get(Count::RejectedIsolated)
+                + c.get(Count::BulkheadFull)
+                + c.get(Count::QueueTimeout)
+                + s.rejected,
+            rejected_open: c.get(Count::RejectedOpen),
+            rejected_half_open: s.rejected,
+            rejected_isolated: c.get(Count::RejectedIsolated),
+            bulkhead_full: c.get(Count::BulkheadFull),
+            queue_timeouts: c.get(Count::QueueTimeout),
+            timeouts: c.get(Count::Timeouts),
             slow: s.slow,
             rate_limited: s.rate_limited,
             trial_timeouts: s.trial_timeouts,

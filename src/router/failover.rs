@@ -4,11 +4,12 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::{Attempt, AttemptOutcome, RouteEntry, Routed};
 use crate::bulkhead::Denied;
 use crate::config::AllOpen;
-use crate::provider::Reject;
+use crate::provider::{Count, Reject};
 use crate::{CallError, CircuitState, ProviderId, RouteError, Verdict};
 
 /// The shortest pause of an [`AllOpen::Wait`], so a zero `retry_after` cannot spin.
@@ -97,13 +98,19 @@ where
                 }
             };
             let t0 = Instant::now();
-            let ended = bounded(
-                op(provider.clone()),
-                handle.shared.config.call_timeout,
-                deadline,
-            )
-            .await;
+            let span = tracing::debug_span!("fusebox.attempt", provider = %provider);
+            let call = op(provider.clone()).instrument(span);
+            let ended = bounded(call, handle.shared.config.call_timeout, deadline).await;
             let elapsed = t0.elapsed();
+            let failed = match &ended {
+                Ended::Done(Ok(_)) => Some(false),
+                Ended::Done(Err(e)) => Some(classify(e).is_failure()),
+                Ended::CallTimeout(_) => Some(true),
+                Ended::Deadline => None,
+            };
+            if let Some(failed) = failed {
+                handle.shared.durations.record(failed, elapsed);
+            }
             let mut record = |outcome| {
                 attempts.push(Attempt {
                     provider: provider.clone(),
@@ -134,6 +141,7 @@ where
                     last = Some(CallError::Inner(error));
                 }
                 Ended::CallTimeout(after) => {
+                    handle.shared.counters.add(Count::Timeouts, 1);
                     admitted.finish(Verdict::Failure, after).await;
                     record(AttemptOutcome::TimedOut(after));
                     last = Some(CallError::Timeout {

@@ -1,5 +1,7 @@
 //! [`SupervisorBuilder`]: configuration in code.
 
+use std::time::Duration;
+
 use super::Supervisor;
 use crate::config::{Config, Provider, Route};
 use crate::ConfigError;
@@ -28,6 +30,21 @@ use crate::ConfigError;
 #[derive(Debug, Clone, Default)]
 pub struct SupervisorBuilder {
     config: Config,
+    options: Options,
+}
+
+/// Run-time options that are not part of the (TOML) configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) metrics_interval: Option<Duration>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            metrics_interval: Some(Duration::from_secs(5)),
+        }
+    }
 }
 
 impl SupervisorBuilder {
@@ -64,12 +81,22 @@ impl SupervisorBuilder {
         self
     }
 
+    /// How often the providers' call counters and gauges are published to the `metrics`
+    /// recorder; `None` publishes only when `Supervisor::publish_metrics` is called (the ops
+    /// endpoint calls it before every scrape).
+    ///
+    /// Defaults to every 5 seconds.
+    pub fn metrics_interval(mut self, interval: Option<Duration>) -> Self {
+        self.options.metrics_interval = interval;
+        self
+    }
+
     /// Validates the configuration and starts one actor per provider.
     ///
     /// # Errors
     ///
     /// A [`ConfigError`] naming the first bad value.
     pub async fn build(self) -> Result<Supervisor, ConfigError> {
-        Supervisor::from_config(self.config).await
+        Supervisor::start(self.config, self.options).await
     }
 }

@@ -4,6 +4,7 @@
 mod builder;
 mod health;
 
+use builder::Options;
 pub use builder::SupervisorBuilder;
 pub use health::{CircuitHealth, Health};
 
@@ -22,6 +23,7 @@ use kameo::supervision::RestartPolicy;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::events::Event;
@@ -136,7 +138,12 @@ impl Supervisor {
     ///
     /// A [`ConfigError`] naming the first bad value.
     pub async fn from_config(config: Config) -> Result<Self, ConfigError> {
+        Self::start(config, Options::default()).await
+    }
+
+    async fn start(config: Config, options: Options) -> Result<Self, ConfigError> {
         config.validate()?;
+        crate::metrics::describe();
         let (events, _) = broadcast::channel(config.event_capacity);
         let closing = Arc::new(Closing::default());
         let root = Root::spawn(());
@@ -177,6 +184,19 @@ impl Supervisor {
                 .map(|r| (r.name.clone(), RouteEntry::new(r.clone(), &providers)))
                 .collect(),
         };
+        if let Some(every) = options.metrics_interval {
+            let handles = order.clone();
+            timers.push(tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(every);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    for handle in &handles {
+                        crate::metrics::publish(&handle.status());
+                    }
+                }
+            }));
+        }
         Ok(Supervisor {
             inner: Arc::new(Inner {
                 config,
@@ -319,10 +339,16 @@ impl Supervisor {
         F: FnMut(ProviderId) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        match self.inner.routes.entries.get(route) {
-            Some(entry) => router::run(entry, classify, op).await,
-            None => Err(RouteError::UnknownRoute(route.to_owned())),
+        let Some(entry) = self.inner.routes.entries.get(route) else {
+            return Err(RouteError::UnknownRoute(route.to_owned()));
+        };
+        let span = tracing::debug_span!("fusebox.route", route);
+        let result = router::run(entry, classify, op).instrument(span).await;
+        match &result {
+            Ok(routed) => crate::metrics::route(route, &routed.attempts, Some(&routed.provider)),
+            Err(error) => crate::metrics::route(route, error.attempts(), None),
         }
+        result
     }
 
     /// A receiver of every event from now on. See [`crate::events`] for what a receiver that
@@ -338,6 +364,14 @@ impl Supervisor {
             .iter()
             .map(ProviderHandle::status)
             .collect()
+    }
+
+    /// Publishes every provider's call counters and gauges to the `metrics` recorder now
+    /// (see [`crate::metrics`]).
+    pub fn publish_metrics(&self) {
+        for handle in &self.inner.order {
+            crate::metrics::publish(&handle.status());
+        }
     }
 
     /// Whether enough circuits are closed to serve, with each circuit's state.
