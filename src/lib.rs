@@ -99,8 +99,13 @@ pub mod events;
 pub mod http;
 mod id;
 pub mod metrics;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 mod provider;
 pub mod router;
+#[cfg(feature = "server")]
+pub mod server;
+pub mod stream;
 mod supervisor;
 #[cfg(feature = "mock-server")]
 pub mod testing;
@@ -115,6 +120,7 @@ pub use events::{Event, EventKind};
 pub use id::ProviderId;
 pub use provider::{ProviderHandle, ProviderStatus};
 pub use router::{Attempt, AttemptOutcome, Routed};
+pub use stream::{GuardedStream, StreamError};
 pub use supervisor::{
     CircuitHealth, Health, ShutdownReport, Supervisor, SupervisorBuilder, UnknownProvider,
 };

@@ -15,6 +15,8 @@
 //! name = "anthropic"
 //! call_timeout = "90s"         # optional
 //! record_durations = true      # optional: the call duration histogram
+//! first_chunk_timeout = "20s"  # optional, streamed calls
+//! stall_timeout = "10s"        # optional, streamed calls
 //!
 //! [providers.breaker]          # optional; every key optional, defaults from Breaker::default()
 //! consecutive = 3              # an integer, or `false` to disable the condition
@@ -187,6 +189,8 @@ struct RawConfig {
 struct RawProvider {
     name: Spanned<String>,
     call_timeout: Option<Spanned<String>>,
+    first_chunk_timeout: Option<Spanned<String>>,
+    stall_timeout: Option<Spanned<String>>,
     record_durations: Option<bool>,
     breaker: Option<RawBreaker>,
     bulkhead: Option<RawBulkhead>,
@@ -428,6 +432,8 @@ impl Converter<'_> {
         });
         self.scope = Scope::Provider(p.name.clone());
         p.call_timeout = self.duration("call_timeout", raw.call_timeout)?;
+        p.first_chunk_timeout = self.duration("first_chunk_timeout", raw.first_chunk_timeout)?;
+        p.stall_timeout = self.duration("stall_timeout", raw.stall_timeout)?;
         p.record_durations = raw.record_durations.unwrap_or(p.record_durations);
         if let Some(b) = raw.breaker {
             p.breaker = self.breaker(b)?;
@@ -635,6 +641,8 @@ impl From<&Provider> for RawProvider {
         RawProvider {
             name: sp(p.name.clone()),
             call_timeout: p.call_timeout.and_then(dur),
+            first_chunk_timeout: p.first_chunk_timeout.and_then(dur),
+            stall_timeout: p.stall_timeout.and_then(dur),
             record_durations: (!p.record_durations).then_some(false),
             breaker: Some(breaker),
             bulkhead: p.bulkhead.map(|b| RawBulkhead {

@@ -28,6 +28,8 @@ pub struct Provider {
     pub(crate) adaptive: Option<Adaptive>,
     pub(crate) call_timeout: Option<Duration>,
     pub(crate) record_durations: bool,
+    pub(crate) first_chunk_timeout: Option<Duration>,
+    pub(crate) stall_timeout: Option<Duration>,
 }
 
 impl Provider {
@@ -41,6 +43,8 @@ impl Provider {
             adaptive: None,
             call_timeout: None,
             record_durations: true,
+            first_chunk_timeout: None,
+            stall_timeout: None,
         }
     }
 
@@ -84,6 +88,24 @@ impl Provider {
     /// Defaults to `true`.
     pub fn record_durations(mut self, record: bool) -> Self {
         self.record_durations = record;
+        self
+    }
+
+    /// For streamed calls: how long the first chunk may take, from the start of the call.
+    /// Exceeding it ends the stream with an error and counts as a failure.
+    ///
+    /// Defaults to none.
+    pub fn first_chunk_timeout(mut self, timeout: Duration) -> Self {
+        self.first_chunk_timeout = Some(timeout);
+        self
+    }
+
+    /// For streamed calls: the longest silence between two chunks. Exceeding it ends the
+    /// stream with an error and counts as a failure.
+    ///
+    /// Defaults to none.
+    pub fn stall_timeout(mut self, timeout: Duration) -> Self {
+        self.stall_timeout = Some(timeout);
         self
     }
 
@@ -131,6 +153,12 @@ impl Provider {
         }
         if let Some(timeout) = self.call_timeout {
             check::nonzero(&scope, "call_timeout", timeout)?;
+        }
+        if let Some(timeout) = self.first_chunk_timeout {
+            check::nonzero(&scope, "first_chunk_timeout", timeout)?;
+        }
+        if let Some(timeout) = self.stall_timeout {
+            check::nonzero(&scope, "stall_timeout", timeout)?;
         }
         Ok(())
     }

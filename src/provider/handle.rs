@@ -1,9 +1,11 @@
 //! [`ProviderHandle`]: the call path, lock-free while the circuit is closed.
 
+use std::borrow::Borrow;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::Stream;
 use kameo::actor::ActorRef;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::Instant;
@@ -15,6 +17,8 @@ use super::shared::{Closing, Shared};
 use super::status::ProviderStatus;
 use crate::breaker::{CircuitState, Outcome, Permit, Rejection};
 use crate::bulkhead::Denied;
+use crate::router::Ended;
+use crate::stream::{self, GuardedStream};
 use crate::{CallError, Classify, ProviderId, Verdict};
 
 /// How often a caller retries an admission whose actor restarted mid-decision.
@@ -66,25 +70,38 @@ impl Reject {
 }
 
 /// An admitted call. Reports `Cancelled` and frees its slots if dropped before
-/// [`finish`](Self::finish) (the caller's future was dropped, or it panicked).
+/// [`finish`](Self::finish) (the caller's future was dropped, or it panicked). Holds its
+/// provider by reference for calls, or owns a handle for streams that outlive the call.
 #[derive(Debug)]
-pub(crate) struct Admitted<'a> {
-    handle: &'a ProviderHandle,
+pub(crate) struct Admitted<H: Borrow<ProviderHandle>> {
+    handle: H,
     permit: Option<Permit>,
-    _slot: Option<OwnedSemaphorePermit>,
+    slot: Option<OwnedSemaphorePermit>,
 }
 
-impl Admitted<'_> {
+impl<H: Borrow<ProviderHandle>> Admitted<H> {
     /// Records the call's outcome; returns once any resulting decision is published.
-    pub(crate) async fn finish(mut self, verdict: Verdict, elapsed: Duration) {
-        let Some(permit) = self.permit.take() else {
-            return;
-        };
-        let shared = &self.handle.shared;
+    pub(crate) async fn finish(self, verdict: Verdict, elapsed: Duration) {
+        if let Some(decided) = self.report(verdict, elapsed) {
+            // The report is queued: even if this caller is dropped now, it is decided.
+            let _ = decided.await;
+        }
+    }
+
+    /// Records the call's outcome. When the actor must decide, returns what to await for
+    /// its decision to be published.
+    pub(crate) fn report(
+        mut self,
+        verdict: Verdict,
+        elapsed: Duration,
+    ) -> Option<oneshot::Receiver<()>> {
+        let permit = self.permit.take()?;
+        let handle = self.handle.borrow();
+        let shared = &handle.shared;
         let slow = shared.slow_threshold.is_some_and(|t| elapsed > t);
         let is_trial = permit.is_trial();
         if is_trial || verdict.is_failure() || slow {
-            let (ack, done) = oneshot::channel();
+            let (ack, decided) = oneshot::channel();
             let report = Report {
                 permit,
                 outcome: Outcome::Completed { verdict, elapsed },
@@ -93,10 +110,8 @@ impl Admitted<'_> {
             if !is_trial {
                 shared.counters.add(Count::Reported, 1);
             }
-            if self.handle.actor.tell(report).try_send().is_ok() {
-                // The report is queued: even if this caller is dropped now, it is decided.
-                let _ = done.await;
-            }
+            handle.actor.tell(report).try_send().ok()?;
+            Some(decided)
         } else {
             let count = if verdict == Verdict::Ignored {
                 Count::FastIgnored
@@ -108,21 +123,37 @@ impl Admitted<'_> {
                 Count::FastSuccesses
             };
             shared.counters.add(count, 1);
-            self.handle.closing.call_finished();
+            handle.closing.call_finished();
+            None
         }
+    }
+
+    /// The provider this call was admitted to.
+    pub(crate) fn handle(&self) -> &ProviderHandle {
+        self.handle.borrow()
     }
 
     /// Whether the caller must time the call.
     pub(crate) fn needs_clock(&self) -> bool {
-        self.handle.shared.timed
+        self.handle.borrow().shared.timed
+    }
+
+    /// The same admission, owning its provider handle.
+    pub(crate) fn into_owned(mut self) -> Admitted<ProviderHandle> {
+        Admitted {
+            handle: self.handle.borrow().clone(),
+            permit: self.permit.take(),
+            slot: self.slot.take(),
+        }
     }
 }
 
-impl Drop for Admitted<'_> {
+impl<H: Borrow<ProviderHandle>> Drop for Admitted<H> {
     fn drop(&mut self) {
         let Some(permit) = self.permit.take() else {
             return;
         };
+        let handle = self.handle.borrow();
         if permit.is_trial() {
             let report = Report {
                 permit,
@@ -130,10 +161,10 @@ impl Drop for Admitted<'_> {
                 ack: None,
             };
             // Unbounded mailbox: this fails only if the actor is gone for good.
-            let _ = self.handle.actor.tell(report).try_send();
+            let _ = handle.actor.tell(report).try_send();
         } else {
-            self.handle.shared.counters.add(Count::FastCancelled, 1);
-            self.handle.closing.call_finished();
+            handle.shared.counters.add(Count::FastCancelled, 1);
+            handle.closing.call_finished();
         }
     }
 }
@@ -235,6 +266,60 @@ impl ProviderHandle {
         }
     }
 
+    /// Opens a streamed call, classifying errors with their [`Classify`] implementation. See
+    /// [`call_stream_with`](Self::call_stream_with).
+    ///
+    /// # Errors
+    ///
+    /// As for [`call`](Self::call), for failures before the stream is established.
+    pub async fn call_stream<S, T, E, F, Fut>(
+        &self,
+        op: F,
+    ) -> Result<GuardedStream<S, E, fn(&E) -> Verdict>, CallError<E>>
+    where
+        E: Classify,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<S, E>>,
+        S: Stream<Item = Result<T, E>>,
+    {
+        self.call_stream_with(E::verdict as fn(&E) -> Verdict, op)
+            .await
+    }
+
+    /// Opens a streamed call (see [`crate::stream`]): `op` establishes the stream, under the
+    /// provider's first-chunk timeout (or call timeout); the returned [`GuardedStream`]
+    /// records the call's outcome when it ends.
+    ///
+    /// # Errors
+    ///
+    /// As for [`call_with`](Self::call_with), for failures before the stream is established.
+    pub async fn call_stream_with<S, T, E, C, F, Fut>(
+        &self,
+        classify: C,
+        op: F,
+    ) -> Result<GuardedStream<S, E, C>, CallError<E>>
+    where
+        C: Fn(&E) -> Verdict,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<S, E>>,
+        S: Stream<Item = Result<T, E>>,
+    {
+        let admitted = self
+            .admit(true)
+            .await
+            .map_err(|r| r.into_error(&self.shared.id))?;
+        match stream::open(self, admitted, None, classify, op(), false).await {
+            Ended::Served(stream) => Ok(stream),
+            Ended::Failed(_, error) => Err(CallError::Inner(error)),
+            Ended::TimedOut(after) => Err(CallError::Timeout {
+                provider: self.shared.id.clone(),
+                after,
+            }),
+            // No route deadline applies to a direct call.
+            Ended::Deadline => Err(CallError::ShuttingDown),
+        }
+    }
+
     /// Takes the provider out until [`reset`](Self::reset): every call is rejected with
     /// [`CallError::Isolated`]. Returns once the circuit is isolated.
     pub async fn isolate(&self) {
@@ -257,7 +342,7 @@ impl ProviderHandle {
     ///
     /// Cancel safe: a queue place, a bulkhead slot or a trial permit obtained before the
     /// future is dropped is given back.
-    pub(crate) async fn admit(&self, queue: bool) -> Result<Admitted<'_>, Reject> {
+    pub(crate) async fn admit(&self, queue: bool) -> Result<Admitted<&Self>, Reject> {
         let shared = &*self.shared;
         let mut retries = 0;
         loop {
@@ -328,7 +413,7 @@ impl ProviderHandle {
             return Ok(Admitted {
                 handle: self,
                 permit: Some(permit),
-                _slot: slot,
+                slot,
             });
         }
     }

@@ -11,6 +11,6 @@ pub(crate) use actor::Crash;
 pub(crate) use actor::{Ctx, ProviderActor, Tick};
 pub(crate) use counters::Count;
 pub use handle::ProviderHandle;
-pub(crate) use handle::Reject;
+pub(crate) use handle::{Admitted, Reject};
 pub(crate) use shared::{Closing, Shared};
 pub use status::ProviderStatus;

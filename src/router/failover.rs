@@ -1,4 +1,8 @@
 //! The failover loop of a routed call. It runs in the caller's task.
+//!
+//! The loop decides which provider to try next and records the trace; what one attempt does
+//! with an admitted provider (a call, or opening a stream up to its first chunk) is passed
+//! in, so calls and streams fail over by the same rules.
 
 use std::future::Future;
 use std::time::Duration;
@@ -9,51 +13,97 @@ use tracing::Instrument;
 use super::{Attempt, AttemptOutcome, RouteEntry, Routed};
 use crate::bulkhead::Denied;
 use crate::config::AllOpen;
-use crate::provider::{Count, Reject};
-use crate::{CallError, CircuitState, ProviderId, RouteError, Verdict};
+use crate::provider::{Admitted, Count, Reject};
+use crate::{CallError, CircuitState, ProviderHandle, RouteError, Verdict};
 
 /// The shortest pause of an [`AllOpen::Wait`], so a zero `retry_after` cannot spin.
 const MIN_WAIT: Duration = Duration::from_millis(1);
 
-/// How one admitted attempt ended.
-enum Ended<T, E> {
-    Done(Result<T, E>),
-    CallTimeout(Duration),
+/// How one attempt at an admitted provider ended. The attempt has already recorded its
+/// outcome with the provider.
+pub(crate) enum Ended<T, E> {
+    /// The provider served the request.
+    Served(T),
+    /// The provider answered with an error.
+    Failed(Verdict, E),
+    /// The provider's call timeout (or first-chunk timeout) passed.
+    TimedOut(Duration),
+    /// The route's deadline passed; the attempt was abandoned as cancelled.
     Deadline,
 }
 
-/// Runs `fut` under the provider's call timeout and the route's deadline.
-async fn bounded<T, E>(
-    fut: impl Future<Output = Result<T, E>>,
+/// Runs `fut` under the provider's call timeout and the route's deadline. `Err` holds the
+/// call timeout if it fired, `None` if the route's deadline did.
+pub(crate) async fn bounded<F: Future>(
+    fut: F,
     call_timeout: Option<Duration>,
     deadline: Option<Instant>,
-) -> Ended<T, E> {
+) -> Result<F::Output, Option<Duration>> {
     let call_deadline = call_timeout.map(|t| Instant::now() + t);
     let first = match (call_deadline, deadline) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
     let Some(at) = first else {
-        return Ended::Done(fut.await);
+        return Ok(fut.await);
     };
     match tokio::time::timeout_at(at, fut).await {
-        Ok(result) => Ended::Done(result),
+        Ok(output) => Ok(output),
         // The call's own timeout wins a tie: it is what the provider is judged by.
-        Err(_) if call_deadline == Some(at) => Ended::CallTimeout(call_timeout.unwrap_or_default()),
-        Err(_) => Ended::Deadline,
+        Err(_) if call_deadline == Some(at) => Err(call_timeout),
+        Err(_) => Err(None),
     }
 }
 
-/// Tries the route's providers in order until one answers.
-pub(crate) async fn run<T, E, C, F, Fut>(
-    entry: &RouteEntry,
-    classify: C,
-    mut op: F,
-) -> Result<Routed<T>, RouteError<E>>
+/// One routed call attempt at an admitted provider: `op` under the call timeout and the
+/// route's deadline, its outcome recorded with the provider.
+pub(crate) async fn call_attempt<T, E, C, Fut>(
+    handle: &ProviderHandle,
+    admitted: Admitted<&ProviderHandle>,
+    deadline: Option<Instant>,
+    classify: &C,
+    call: Fut,
+) -> Ended<T, E>
 where
     C: Fn(&E) -> Verdict,
-    F: FnMut(ProviderId) -> Fut,
     Fut: Future<Output = Result<T, E>>,
+{
+    let shared = &handle.shared;
+    let t0 = Instant::now();
+    let ended = bounded(call, shared.config.call_timeout, deadline).await;
+    let elapsed = t0.elapsed();
+    match ended {
+        Ok(Ok(value)) => {
+            shared.durations.record(false, elapsed);
+            admitted.finish(Verdict::Success, elapsed).await;
+            shared.record_latency(elapsed);
+            Ended::Served(value)
+        }
+        Ok(Err(error)) => {
+            let verdict = classify(&error);
+            shared.durations.record(verdict.is_failure(), elapsed);
+            admitted.finish(verdict, elapsed).await;
+            Ended::Failed(verdict, error)
+        }
+        Err(Some(after)) => {
+            shared.durations.record(true, elapsed);
+            shared.counters.add(Count::Timeouts, 1);
+            admitted.finish(Verdict::Failure, after).await;
+            Ended::TimedOut(after)
+        }
+        // Abandoned for the route's sake, not the provider's: counted as cancelled.
+        Err(None) => Ended::Deadline,
+    }
+}
+
+/// Tries the route's providers in order until one serves. `attempt` is given each admitted
+/// provider, its admission and the route's deadline.
+pub(crate) async fn run<T, E, A>(
+    entry: &RouteEntry,
+    mut attempt: A,
+) -> Result<Routed<T>, RouteError<E>>
+where
+    A: AsyncFnMut(&ProviderHandle, Admitted<&ProviderHandle>, Option<Instant>) -> Ended<T, E>,
 {
     let start = Instant::now();
     let route_deadline = entry.config.deadline;
@@ -99,29 +149,16 @@ where
             };
             let t0 = Instant::now();
             let span = tracing::debug_span!("fusebox.attempt", provider = %provider);
-            let call = op(provider.clone()).instrument(span);
-            let ended = bounded(call, handle.shared.config.call_timeout, deadline).await;
-            let elapsed = t0.elapsed();
-            let failed = match &ended {
-                Ended::Done(Ok(_)) => Some(false),
-                Ended::Done(Err(e)) => Some(classify(e).is_failure()),
-                Ended::CallTimeout(_) => Some(true),
-                Ended::Deadline => None,
-            };
-            if let Some(failed) = failed {
-                handle.shared.durations.record(failed, elapsed);
-            }
+            let ended = attempt(handle, admitted, deadline).instrument(span).await;
             let mut record = |outcome| {
                 attempts.push(Attempt {
                     provider: provider.clone(),
                     outcome,
-                    elapsed,
+                    elapsed: t0.elapsed(),
                 })
             };
             match ended {
-                Ended::Done(Ok(value)) => {
-                    admitted.finish(Verdict::Success, elapsed).await;
-                    handle.shared.record_latency(elapsed);
+                Ended::Served(value) => {
                     record(AttemptOutcome::Succeeded);
                     return Ok(Routed {
                         value,
@@ -129,9 +166,7 @@ where
                         attempts,
                     });
                 }
-                Ended::Done(Err(error)) => {
-                    let verdict = classify(&error);
-                    admitted.finish(verdict, elapsed).await;
+                Ended::Failed(verdict, error) => {
                     record(AttemptOutcome::Failed(verdict));
                     if !verdict.is_failure() {
                         // The caller's fault (or not the provider's): another provider would
@@ -140,9 +175,7 @@ where
                     }
                     last = Some(CallError::Inner(error));
                 }
-                Ended::CallTimeout(after) => {
-                    handle.shared.counters.add(Count::Timeouts, 1);
-                    admitted.finish(Verdict::Failure, after).await;
+                Ended::TimedOut(after) => {
                     record(AttemptOutcome::TimedOut(after));
                     last = Some(CallError::Timeout {
                         provider: provider.clone(),
@@ -150,8 +183,6 @@ where
                     });
                 }
                 Ended::Deadline => {
-                    // Abandoned for the route's sake, not the provider's: counted as cancelled.
-                    drop(admitted);
                     record(AttemptOutcome::DeadlineExceeded);
                     return Err(deadline_exceeded(attempts));
                 }

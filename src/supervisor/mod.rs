@@ -17,6 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::Stream;
 use kameo::actor::{Actor, ActorRef, Spawn};
 use kameo::mailbox;
 use kameo::supervision::RestartPolicy;
@@ -29,6 +30,7 @@ use crate::config::Config;
 use crate::events::Event;
 use crate::provider::{Closing, Ctx, ProviderActor, ProviderHandle, Shared, Tick};
 use crate::router::{self, RouteEntry, Routed, Routes};
+use crate::stream::{self, GuardedStream};
 use crate::{CallError, Classify, ConfigError, ProviderId, ProviderStatus, RouteError, Verdict};
 
 /// The root of the actor tree: supervises the provider actors.
@@ -343,7 +345,115 @@ impl Supervisor {
             return Err(RouteError::UnknownRoute(route.to_owned()));
         };
         let span = tracing::debug_span!("fusebox.route", route);
-        let result = router::run(entry, classify, op).instrument(span).await;
+        let mut op = op;
+        let result = router::run(entry, async |handle, admitted, deadline| {
+            let call = op(handle.id().clone());
+            router::call_attempt(handle, admitted, deadline, &classify, call).await
+        })
+        .instrument(span)
+        .await;
+        match &result {
+            Ok(routed) => crate::metrics::route(route, &routed.attempts, Some(&routed.provider)),
+            Err(error) => crate::metrics::route(route, error.attempts(), None),
+        }
+        result
+    }
+
+    /// Opens a streamed call to `provider` (see [`crate::stream`]): `op` establishes the
+    /// stream; the returned [`GuardedStream`] records the call's outcome when it ends.
+    ///
+    /// # Errors
+    ///
+    /// As for [`call`](Self::call), for failures before the stream is established.
+    pub async fn call_stream<S, T, E, F, Fut>(
+        &self,
+        provider: &str,
+        op: F,
+    ) -> Result<GuardedStream<S, E, fn(&E) -> Verdict>, CallError<E>>
+    where
+        E: Classify,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<S, E>>,
+        S: Stream<Item = Result<T, E>>,
+    {
+        self.call_stream_with(provider, E::verdict as fn(&E) -> Verdict, op)
+            .await
+    }
+
+    /// Like [`call_stream`](Self::call_stream), with a closure classifying errors.
+    ///
+    /// # Errors
+    ///
+    /// As for [`call_stream`](Self::call_stream).
+    pub async fn call_stream_with<S, T, E, C, F, Fut>(
+        &self,
+        provider: &str,
+        classify: C,
+        op: F,
+    ) -> Result<GuardedStream<S, E, C>, CallError<E>>
+    where
+        C: Fn(&E) -> Verdict,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<S, E>>,
+        S: Stream<Item = Result<T, E>>,
+    {
+        match self.inner.providers.get(provider) {
+            Some(handle) => handle.call_stream_with(classify, op).await,
+            None => Err(CallError::UnknownProvider(provider.to_owned())),
+        }
+    }
+
+    /// A streamed call over a route: providers are tried in order, as by
+    /// [`route`](Self::route), until one delivers its first chunk; after that the stream is
+    /// the caller's, and an error ends it (marked
+    /// [`StreamError::is_mid_stream`](crate::StreamError::is_mid_stream)) rather than
+    /// failing over, so no content is delivered twice.
+    ///
+    /// # Errors
+    ///
+    /// A [`RouteError`] when no provider delivered a first chunk.
+    pub async fn route_stream<S, T, E, F, Fut>(
+        &self,
+        route: &str,
+        op: F,
+    ) -> Result<Routed<GuardedStream<S, E, fn(&E) -> Verdict>>, RouteError<E>>
+    where
+        E: Classify,
+        F: FnMut(ProviderId) -> Fut,
+        Fut: Future<Output = Result<S, E>>,
+        S: Stream<Item = Result<T, E>>,
+    {
+        self.route_stream_with(route, E::verdict as fn(&E) -> Verdict, op)
+            .await
+    }
+
+    /// Like [`route_stream`](Self::route_stream), with a closure classifying errors.
+    ///
+    /// # Errors
+    ///
+    /// As for [`route_stream`](Self::route_stream).
+    pub async fn route_stream_with<S, T, E, C, F, Fut>(
+        &self,
+        route: &str,
+        classify: C,
+        mut op: F,
+    ) -> Result<Routed<GuardedStream<S, E, C>>, RouteError<E>>
+    where
+        C: Fn(&E) -> Verdict + Clone,
+        F: FnMut(ProviderId) -> Fut,
+        Fut: Future<Output = Result<S, E>>,
+        S: Stream<Item = Result<T, E>>,
+    {
+        let Some(entry) = self.inner.routes.entries.get(route) else {
+            return Err(RouteError::UnknownRoute(route.to_owned()));
+        };
+        let span = tracing::debug_span!("fusebox.route_stream", route);
+        let result = router::run(entry, async |handle, admitted, deadline| {
+            let opening = op(handle.id().clone());
+            stream::open(handle, admitted, deadline, classify.clone(), opening, true).await
+        })
+        .instrument(span)
+        .await;
         match &result {
             Ok(routed) => crate::metrics::route(route, &routed.attempts, Some(&routed.provider)),
             Err(error) => crate::metrics::route(route, error.attempts(), None),
