@@ -121,6 +121,7 @@ impl ProviderActor {
         let shared = &self.ctx.shared;
         let now = Instant::now();
         let mut core = shared.core();
+        core.decisions += 1;
         let successes = shared.counters.get(Count::FastSuccesses);
         let delta = successes.wrapping_sub(core.folded_successes);
         core.folded_successes = successes;

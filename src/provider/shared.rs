@@ -55,6 +55,8 @@ pub(crate) struct Core {
     pub(crate) folded_successes: u64,
     /// When the actor last sampled its counters.
     pub(crate) last_sample: Instant,
+    /// Messages the actor has handled (each runs one decision).
+    pub(crate) decisions: u64,
 }
 
 /// Everything about one provider that outlives its actor.
@@ -115,6 +117,7 @@ impl Shared {
             thresholds,
             folded_successes: 0,
             last_sample: now,
+            decisions: 0,
         };
         if let Some(t) = thresholds {
             core.breaker.set_thresholds(t.failures, t.open_for);

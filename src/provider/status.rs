@@ -84,6 +84,9 @@ pub struct ProviderStatus {
     pub failure_rate: f64,
     /// When the last counted failure was reported.
     pub last_failure: Option<Instant>,
+    /// Messages the provider's actor has handled: failures, trials, slow calls, timers and
+    /// operator actions. Healthy calls on a closed circuit send none.
+    pub actor_messages: u64,
 }
 
 impl ProviderStatus {
@@ -132,6 +135,7 @@ impl ProviderStatus {
             tier,
             failure_rate: 0.0,
             last_failure: s.last_failure,
+            actor_messages: core.decisions,
         };
         drop(core);
         let finished = status.successful + status.failed + status.ignored + status.cancelled;
