@@ -191,7 +191,8 @@ pub enum CallError<E> {
     Inner(E),
     /// No provider has this name.
     UnknownProvider(String),
-    /// The supervisor is shutting down (or its provider actor is gone): no new calls.
+    /// The supervisor is shutting down, or the provider's actor is gone for good (it kept
+    /// panicking past its restart limit): no new calls.
     ShuttingDown,
 }
 

@@ -26,11 +26,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
-use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
-use crate::provider::{Admitted, Count};
-use crate::router::{bounded, Ended};
+use crate::provider::{Admitted, Count, Delivery};
+use crate::router::{bounded, Attempter, Ended};
 use crate::{ProviderHandle, ProviderId, Verdict};
 
 /// Why a guarded stream ended early.
@@ -138,7 +137,7 @@ pub struct GuardedStream<S: ChunkStream<E>, E, C> {
     buffered: Option<Item<S, E>>,
     /// The final item, held until the provider's actor has decided.
     ending: Option<(
-        Option<oneshot::Receiver<()>>,
+        Option<Delivery>,
         Option<Result<ItemOk<S, E>, StreamError<E>>>,
     )>,
     done: bool,
@@ -293,8 +292,8 @@ where
             return Poll::Ready(None);
         }
         if let Some((decided, _)) = &mut self.ending {
-            if let Some(rx) = decided {
-                if Pin::new(rx).poll(cx).is_pending() {
+            if let Some(delivery) = decided {
+                if Pin::new(delivery).poll(cx).is_pending() {
                     return Poll::Pending;
                 }
             }
@@ -356,6 +355,39 @@ where
         Ok(First::Error(StreamError::Stalled { after, .. })) => Ended::TimedOut(after),
         // Dropping the stream reports it cancelled.
         Err(_) => Ended::Deadline,
+    }
+}
+
+/// A routed stream: `op` opens a stream at each provider's id; an attempt succeeds when the
+/// first chunk arrives.
+pub(crate) struct Streams<C, F> {
+    pub(crate) classify: C,
+    pub(crate) op: F,
+}
+
+impl<S, E, C, F, Fut> Attempter<GuardedStream<S, E, C>, E> for Streams<C, F>
+where
+    S: ChunkStream<E>,
+    C: Fn(&E) -> Verdict + Clone,
+    F: FnMut(ProviderId) -> Fut,
+    Fut: Future<Output = Result<S, E>>,
+{
+    async fn attempt(
+        &mut self,
+        handle: &ProviderHandle,
+        admitted: Admitted<&ProviderHandle>,
+        deadline: Option<Instant>,
+    ) -> Ended<GuardedStream<S, E, C>, E> {
+        let opening = (self.op)(handle.id().clone());
+        open(
+            handle,
+            admitted,
+            deadline,
+            self.classify.clone(),
+            opening,
+            true,
+        )
+        .await
     }
 }
 

@@ -139,6 +139,16 @@ impl Permit {
         }
     }
 
+    /// A copy, to send again a report that was lost in transit (the caller knows the first
+    /// was never processed).
+    pub(crate) fn duplicate(&self) -> Permit {
+        Permit {
+            generation: self.generation,
+            trial: self.trial,
+            external: self.external,
+        }
+    }
+
     /// The generation the call was admitted under.
     pub fn generation(&self) -> u64 {
         self.generation

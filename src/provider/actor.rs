@@ -8,7 +8,10 @@
 //! only the message being handled when the actor panicked.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use kameo::actor::{Actor, ActorRef};
 use kameo::message::{Context, Message};
@@ -76,12 +79,90 @@ impl TrialPermit {
 impl Drop for TrialPermit {
     fn drop(&mut self) {
         if let Some(permit) = self.permit.take() {
-            let report = Report {
-                permit,
-                outcome: Outcome::Cancelled,
-                ack: None,
+            Delivery::spawn(&self.actor, permit, Outcome::Cancelled);
+        }
+    }
+}
+
+/// How many times a report lost in transit is sent again.
+const REDELIVERIES: u8 = 5;
+
+/// A report on its way to the actor, resolved once the actor has decided it.
+///
+/// kameo 0.22.2 drops the messages queued in a mailbox when its actor panics, even though
+/// the restarted actor reuses the mailbox (the caller sees its reply channel closed). A
+/// report is never lost to that: when its acknowledgement channel closes unanswered while the
+/// actor is still alive, it is sent again (at most [`REDELIVERIES`] times).
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    actor: ActorRef<ProviderActor>,
+    permit: Permit,
+    outcome: Outcome,
+    decided: Option<oneshot::Receiver<()>>,
+    resent: u8,
+}
+
+impl Delivery {
+    /// Sends a report; `None` if the actor is gone for good.
+    pub(crate) fn send(
+        actor: &ActorRef<ProviderActor>,
+        permit: Permit,
+        outcome: Outcome,
+    ) -> Option<Self> {
+        let mut delivery = Delivery {
+            actor: actor.clone(),
+            permit,
+            outcome,
+            decided: None,
+            resent: 0,
+        };
+        delivery.post().then_some(delivery)
+    }
+
+    /// Sends a report from a context that cannot wait (a `Drop`): the delivery is driven by a
+    /// task of its own, or sent once without redelivery outside a runtime.
+    pub(crate) fn spawn(actor: &ActorRef<ProviderActor>, permit: Permit, outcome: Outcome) {
+        let Some(delivery) = Delivery::send(actor, permit, outcome) else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(delivery);
+        }
+    }
+
+    fn post(&mut self) -> bool {
+        let (ack, decided) = oneshot::channel();
+        let report = Report {
+            permit: self.permit.duplicate(),
+            outcome: self.outcome,
+            ack: Some(ack),
+        };
+        let sent = self.actor.tell(report).try_send().is_ok();
+        self.decided = sent.then_some(decided);
+        sent
+    }
+}
+
+impl Future for Delivery {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        loop {
+            let Some(decided) = self.decided.as_mut() else {
+                return Poll::Ready(());
             };
-            let _ = self.actor.tell(report).try_send();
+            match Pin::new(decided).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) => return Poll::Ready(()),
+                Poll::Ready(Err(_lost)) => {
+                    self.decided = None;
+                    if self.resent == REDELIVERIES || !self.actor.is_alive() {
+                        return Poll::Ready(());
+                    }
+                    self.resent += 1;
+                    self.post();
+                }
+            }
         }
     }
 }

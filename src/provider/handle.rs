@@ -11,7 +11,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::actor::{Admit, Control, ProviderActor, Report, TrialPermit};
+use super::actor::{Admit, Control, Delivery, ProviderActor, TrialPermit};
 use super::counters::Count;
 use super::shared::{Closing, Shared};
 use super::status::ProviderStatus;
@@ -84,34 +84,27 @@ impl<H: Borrow<ProviderHandle>> Admitted<H> {
     pub(crate) async fn finish(self, verdict: Verdict, elapsed: Duration) {
         if let Some(decided) = self.report(verdict, elapsed) {
             // The report is queued: even if this caller is dropped now, it is decided.
-            let _ = decided.await;
+            decided.await;
         }
     }
 
-    /// Records the call's outcome. When the actor must decide, returns what to await for
-    /// its decision to be published.
-    pub(crate) fn report(
-        mut self,
-        verdict: Verdict,
-        elapsed: Duration,
-    ) -> Option<oneshot::Receiver<()>> {
+    /// Records the call's outcome. When the actor must decide, returns the delivery to
+    /// await for its decision to be published.
+    pub(crate) fn report(mut self, verdict: Verdict, elapsed: Duration) -> Option<Delivery> {
         let permit = self.permit.take()?;
         let handle = self.handle.borrow();
         let shared = &handle.shared;
         let slow = shared.slow_threshold.is_some_and(|t| elapsed > t);
         let is_trial = permit.is_trial();
         if is_trial || verdict.is_failure() || slow {
-            let (ack, decided) = oneshot::channel();
-            let report = Report {
-                permit,
-                outcome: Outcome::Completed { verdict, elapsed },
-                ack: Some(ack),
-            };
             if !is_trial {
                 shared.counters.add(Count::Reported, 1);
             }
-            handle.actor.tell(report).try_send().ok()?;
-            Some(decided)
+            Delivery::send(
+                &handle.actor,
+                permit,
+                Outcome::Completed { verdict, elapsed },
+            )
         } else {
             let count = if verdict == Verdict::Ignored {
                 Count::FastIgnored
@@ -155,13 +148,7 @@ impl<H: Borrow<ProviderHandle>> Drop for Admitted<H> {
         };
         let handle = self.handle.borrow();
         if permit.is_trial() {
-            let report = Report {
-                permit,
-                outcome: Outcome::Cancelled,
-                ack: None,
-            };
-            // Unbounded mailbox: this fails only if the actor is gone for good.
-            let _ = handle.actor.tell(report).try_send();
+            Delivery::spawn(&handle.actor, permit, Outcome::Cancelled);
         } else {
             handle.shared.counters.add(Count::FastCancelled, 1);
             handle.closing.call_finished();
@@ -175,6 +162,13 @@ impl ProviderHandle {
         &self.shared.id
     }
 
+    /// Whether the provider's actor is running. After a supervisor shutdown, or when the
+    /// actor kept panicking past its restart limit (5 restarts within 5 seconds), it is not,
+    /// and every call fails with [`CallError::ShuttingDown`].
+    pub fn is_alive(&self) -> bool {
+        self.actor.is_alive()
+    }
+
     /// The circuit's state as published to callers.
     pub fn state(&self) -> CircuitState {
         self.shared.gate().state
@@ -182,7 +176,7 @@ impl ProviderHandle {
 
     /// A snapshot of the provider: state, counts, thresholds, load.
     pub fn status(&self) -> ProviderStatus {
-        ProviderStatus::read(&self.shared)
+        ProviderStatus::read(&self.shared, self.actor.is_alive())
     }
 
     /// Calls the provider through its circuit breaker and bulkhead, classifying errors with
@@ -332,9 +326,12 @@ impl ProviderHandle {
     }
 
     async fn control(&self, make: fn(oneshot::Sender<()>) -> Control) {
-        let (ack, done) = oneshot::channel();
-        if self.actor.tell(make(ack)).try_send().is_ok() {
-            let _ = done.await;
+        // Sent again if lost to an actor restart (see `Delivery`).
+        for _ in 0..3 {
+            let (ack, done) = oneshot::channel();
+            if self.actor.tell(make(ack)).try_send().is_err() || done.await.is_ok() {
+                return;
+            }
         }
     }
 
@@ -346,7 +343,9 @@ impl ProviderHandle {
         let shared = &*self.shared;
         let mut retries = 0;
         loop {
-            if self.closing.is_closed() {
+            // A provider whose actor is gone for good (shut down, or past its restart limit)
+            // would run unprotected: refuse instead.
+            if self.closing.is_closed() || !self.actor.is_alive() {
                 return Err(Reject::ShuttingDown);
             }
             let gate = shared.gate();

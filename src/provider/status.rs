@@ -22,6 +22,8 @@ pub struct ProviderStatus {
     pub provider: ProviderId,
     /// The circuit's state.
     pub state: CircuitState,
+    /// Whether the provider's actor is running (see `ProviderHandle::is_alive`).
+    pub alive: bool,
     /// How many transitions the circuit has made.
     pub generation: u64,
     /// Calls admitted.
@@ -90,7 +92,7 @@ pub struct ProviderStatus {
 }
 
 impl ProviderStatus {
-    pub(crate) fn read(shared: &Shared) -> Self {
+    pub(crate) fn read(shared: &Shared, alive: bool) -> Self {
         let c = &shared.counters;
         let core = shared.core();
         let s = *core.breaker.stats();
@@ -103,6 +105,7 @@ impl ProviderStatus {
         let status = ProviderStatus {
             provider: shared.id.clone(),
             state: core.breaker.state(),
+            alive,
             generation: core.breaker.generation(),
             total: c.get(Count::Admitted) + s.total - s.external,
             successful: c.get(Count::FastSuccesses) + c.get(Count::StaleSuccesses) + s.successful,

@@ -57,7 +57,7 @@ pub(crate) async fn bounded<F: Future>(
 
 /// One routed call attempt at an admitted provider: `op` under the call timeout and the
 /// route's deadline, its outcome recorded with the provider.
-pub(crate) async fn call_attempt<T, E, C, Fut>(
+async fn call_attempt<T, E, C, Fut>(
     handle: &ProviderHandle,
     admitted: Admitted<&ProviderHandle>,
     deadline: Option<Instant>,
@@ -96,14 +96,48 @@ where
     }
 }
 
-/// Tries the route's providers in order until one serves. `attempt` is given each admitted
-/// provider, its admission and the route's deadline.
+/// What one routed attempt does with an admitted provider.
+pub(crate) trait Attempter<T, E> {
+    /// Tries `handle`, admitted by `admitted`, within the route's `deadline`.
+    async fn attempt(
+        &mut self,
+        handle: &ProviderHandle,
+        admitted: Admitted<&ProviderHandle>,
+        deadline: Option<Instant>,
+    ) -> Ended<T, E>;
+}
+
+/// A routed call: `op` is called with each provider's id.
+pub(crate) struct Calls<C, F> {
+    pub(crate) classify: C,
+    pub(crate) op: F,
+}
+
+impl<T, E, C, F, Fut> Attempter<T, E> for Calls<C, F>
+where
+    C: Fn(&E) -> Verdict,
+    F: FnMut(crate::ProviderId) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    async fn attempt(
+        &mut self,
+        handle: &ProviderHandle,
+        admitted: Admitted<&ProviderHandle>,
+        deadline: Option<Instant>,
+    ) -> Ended<T, E> {
+        let call = (self.op)(handle.id().clone());
+        call_attempt(handle, admitted, deadline, &self.classify, call).await
+    }
+}
+
+/// Tries the route's providers in order until one serves. `attempter` is given each
+/// admitted provider, its admission and the route's deadline.
 pub(crate) async fn run<T, E, A>(
     entry: &RouteEntry,
-    mut attempt: A,
+    mut attempter: A,
 ) -> Result<Routed<T>, RouteError<E>>
 where
-    A: AsyncFnMut(&ProviderHandle, Admitted<&ProviderHandle>, Option<Instant>) -> Ended<T, E>,
+    A: Attempter<T, E>,
 {
     let start = Instant::now();
     let route_deadline = entry.config.deadline;
@@ -149,7 +183,10 @@ where
             };
             let t0 = Instant::now();
             let span = tracing::debug_span!("fusebox.attempt", provider = %provider);
-            let ended = attempt(handle, admitted, deadline).instrument(span).await;
+            let ended = attempter
+                .attempt(handle, admitted, deadline)
+                .instrument(span)
+                .await;
             let mut record = |outcome| {
                 attempts.push(Attempt {
                     provider: provider.clone(),

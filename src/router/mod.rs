@@ -18,7 +18,7 @@ mod attempt;
 mod failover;
 
 pub use attempt::{Attempt, AttemptOutcome, Routed};
-pub(crate) use failover::{bounded, call_attempt, run, Ended};
+pub(crate) use failover::{bounded, run, Attempter, Calls, Ended};
 
 use std::collections::HashMap;
 

@@ -26,7 +26,8 @@ pub struct CircuitHealth {
     pub provider: ProviderId,
     /// Its circuit's state.
     pub state: CircuitState,
-    /// Whether it serves calls: closed or half-open (open and isolated circuits do not).
+    /// Whether it serves calls: closed or half-open, with its actor running (open and
+    /// isolated circuits do not, nor does a provider whose actor is gone).
     pub healthy: bool,
     /// Its lifetime failure rate (`failed / (successful + failed)`).
     pub failure_rate: f64,
@@ -39,7 +40,8 @@ impl Health {
             .map(|s| CircuitHealth {
                 provider: s.provider.clone(),
                 state: s.state,
-                healthy: matches!(s.state, CircuitState::Closed | CircuitState::HalfOpen),
+                healthy: s.alive
+                    && matches!(s.state, CircuitState::Closed | CircuitState::HalfOpen),
                 failure_rate: s.failure_rate,
             })
             .collect();

@@ -345,13 +345,9 @@ impl Supervisor {
             return Err(RouteError::UnknownRoute(route.to_owned()));
         };
         let span = tracing::debug_span!("fusebox.route", route);
-        let mut op = op;
-        let result = router::run(entry, async |handle, admitted, deadline| {
-            let call = op(handle.id().clone());
-            router::call_attempt(handle, admitted, deadline, &classify, call).await
-        })
-        .instrument(span)
-        .await;
+        let result = router::run(entry, router::Calls { classify, op })
+            .instrument(span)
+            .await;
         match &result {
             Ok(routed) => crate::metrics::route(route, &routed.attempts, Some(&routed.provider)),
             Err(error) => crate::metrics::route(route, error.attempts(), None),
@@ -436,7 +432,7 @@ impl Supervisor {
         &self,
         route: &str,
         classify: C,
-        mut op: F,
+        op: F,
     ) -> Result<Routed<GuardedStream<S, E, C>>, RouteError<E>>
     where
         C: Fn(&E) -> Verdict + Clone,
@@ -448,12 +444,9 @@ impl Supervisor {
             return Err(RouteError::UnknownRoute(route.to_owned()));
         };
         let span = tracing::debug_span!("fusebox.route_stream", route);
-        let result = router::run(entry, async |handle, admitted, deadline| {
-            let opening = op(handle.id().clone());
-            stream::open(handle, admitted, deadline, classify.clone(), opening, true).await
-        })
-        .instrument(span)
-        .await;
+        let result = router::run(entry, stream::Streams { classify, op })
+            .instrument(span)
+            .await;
         match &result {
             Ok(routed) => crate::metrics::route(route, &routed.attempts, Some(&routed.provider)),
             Err(error) => crate::metrics::route(route, error.attempts(), None),
