@@ -136,14 +136,13 @@ pub struct GuardedStream<S: ChunkStream<E>, E, C> {
     /// A chunk read ahead by a routed stream, delivered first.
     buffered: Option<Item<S, E>>,
     /// The final item, held until the provider's actor has decided.
-    ending: Option<(
-        Option<Delivery>,
-        Option<Result<ItemOk<S, E>, StreamError<E>>>,
-    )>,
+    ending: Option<Ending<S, E>>,
     done: bool,
 }
 
 type ItemOk<S, E> = <S as ChunkStream<E>>::Chunk;
+/// The delivery of a stream's outcome, and the final item to hand out once it is decided.
+type Ending<S, E> = (Option<Delivery>, Option<Item<S, E>>);
 type Item<S, E> = Result<ItemOk<S, E>, StreamError<E>>;
 
 /// A stream of `Result<T, E>` chunks.

@@ -1,0 +1,374 @@
+//! Runs a scenario against fresh mock providers, once through fusebox and once through a
+//! naive retry loop, and records what happened.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fusebox::http::{check, HttpError};
+use fusebox::testing::MockLlm;
+use fusebox::{
+    AllOpen, AttemptOutcome, Breaker, CircuitState, Event, Provider, ProviderId, Route, Supervisor,
+    Window,
+};
+use tokio::time::Instant;
+
+use crate::scenario::{Api, Scenario};
+
+/// One attempt at one provider, for the timeline.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mark {
+    pub(crate) provider: usize,
+    pub(crate) at: f64,
+    pub(crate) ok: bool,
+}
+
+/// What one strategy did.
+#[derive(Debug, Default)]
+pub(crate) struct Report {
+    pub(crate) strategy: &'static str,
+    pub(crate) served: u64,
+    pub(crate) failed: u64,
+    /// Requests that reached a provider while it was failing (answered with an error, reset,
+    /// left hanging, or abandoned).
+    pub(crate) reached_failing: u64,
+    /// Requests served by each provider.
+    pub(crate) served_by: Vec<u64>,
+    pub(crate) latencies: Vec<Duration>,
+    pub(crate) marks: Vec<Mark>,
+    /// Circuit states sampled over time (fusebox only).
+    pub(crate) states: Vec<(f64, Vec<CircuitState>)>,
+    /// Events, with their time (fusebox only).
+    pub(crate) events: Vec<(f64, Event)>,
+    /// Requests finished after the outage's recovery, by provider (for the drill's checks).
+    pub(crate) served_last: Vec<usize>,
+}
+
+impl Report {
+    pub(crate) fn percentile(&self, p: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        if sorted.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+        sorted[rank.min(sorted.len() - 1)]
+    }
+}
+
+/// The fusebox configuration the drill runs: what a user would write.
+pub(crate) fn supervisor_builder(scenario: &Scenario) -> fusebox::SupervisorBuilder {
+    let s = |secs: f64| Duration::from_secs_f64(secs * scenario.time_scale);
+    let mut builder = Supervisor::builder().event_capacity(4096);
+    for p in &scenario.providers {
+        builder = builder.provider(
+            Provider::new(p.name.as_str())
+                .breaker(
+                    Breaker::consecutive(5)
+                        .failure_rate(0.5, Window::Time(s(10.0)))
+                        .minimum_calls(10)
+                        .open_for(s(3.0))
+                        .max_open_for(s(12.0)),
+                )
+                .call_timeout(s(2.0)),
+        );
+    }
+    let names: Vec<&str> = scenario.providers.iter().map(|p| p.name.as_str()).collect();
+    builder.route(
+        Route::new("chat")
+            .providers(names)
+            .deadline(s(15.0))
+            .when_all_open(AllOpen::Wait(s(4.0))),
+    )
+}
+
+/// Starts one mock per provider, each with its fault script (windows count from now).
+pub(crate) async fn start_mocks(scenario: &Scenario) -> std::io::Result<Vec<MockLlm>> {
+    let mut mocks = Vec::new();
+    for p in &scenario.providers {
+        mocks.push(
+            MockLlm::builder()
+                .latency(p.latency)
+                .script(p.faults.clone())
+                .start()
+                .await?,
+        );
+    }
+    Ok(mocks)
+}
+
+/// One chat request to a mock, over real HTTP.
+async fn ask(
+    client: &reqwest::Client,
+    mock: &MockLlm,
+    api: Api,
+    n: u64,
+) -> Result<String, HttpError> {
+    let (url, body) = match api {
+        Api::OpenAi => (
+            mock.openai_url(),
+            serde_json::json!({"model": "drill", "messages": [{"role": "user", "content": format!("task {n}")}]}),
+        ),
+        Api::Anthropic => (
+            mock.anthropic_url(),
+            serde_json::json!({"model": "drill", "max_tokens": 64, "messages": [{"role": "user", "content": format!("task {n}")}]}),
+        ),
+    };
+    let response = check(client.post(url).json(&body).send().await?).await?;
+    Ok(response.text().await?)
+}
+
+fn failing(mocks: &[MockLlm]) -> u64 {
+    mocks
+        .iter()
+        .map(|m| {
+            let s = m.stats();
+            s.requests.saturating_sub(s.ok)
+        })
+        .sum()
+}
+
+/// Shared bookkeeping of a running strategy.
+#[derive(Default)]
+struct Log {
+    report: Report,
+}
+
+type Shared = Arc<Mutex<Log>>;
+
+fn lock(log: &Shared) -> std::sync::MutexGuard<'_, Log> {
+    log.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Live counters a progress line can show.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Tally {
+    pub(crate) served: u64,
+    pub(crate) failed: u64,
+}
+
+/// A strategy in progress: its tally so far.
+#[derive(Clone)]
+pub(crate) struct Progress(Shared);
+
+impl Progress {
+    pub(crate) fn tally(&self) -> Tally {
+        let log = lock(&self.0);
+        Tally {
+            served: log.report.served,
+            failed: log.report.failed,
+        }
+    }
+}
+
+/// Runs the agents through fusebox. `on_event` sees every event as it happens.
+pub(crate) async fn run_fusebox(
+    scenario: &Scenario,
+    fuse: Supervisor,
+    mocks: Vec<MockLlm>,
+    progress_out: impl FnOnce(Progress),
+) -> Report {
+    let log: Shared = Arc::default();
+    lock(&log).report.served_by = vec![0; scenario.providers.len()];
+    progress_out(Progress(log.clone()));
+    let start = Instant::now();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap_or_default();
+    let mocks = Arc::new(mocks);
+    let names: Arc<Vec<String>> =
+        Arc::new(scenario.providers.iter().map(|p| p.name.clone()).collect());
+    let apis: Arc<Vec<Api>> = Arc::new(scenario.providers.iter().map(|p| p.api).collect());
+
+    // Circuit states and events, sampled while the agents run.
+    let sampler = {
+        let (fuse, log) = (fuse.clone(), log.clone());
+        let mut events = fuse.subscribe();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let states = fuse.status().iter().map(|s| s.state).collect();
+                        lock(&log).report.states.push((start.elapsed().as_secs_f64(), states));
+                    }
+                    event = events.recv() => match event {
+                        Ok(event) => lock(&log).report.events.push((start.elapsed().as_secs_f64(), event)),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(_) => return,
+                    },
+                }
+            }
+        })
+    };
+
+    let until = start + scenario.duration;
+    let mut agents = Vec::new();
+    for agent in 0..scenario.agents {
+        let (fuse, log, client) = (fuse.clone(), log.clone(), client.clone());
+        let (mocks, names, apis) = (mocks.clone(), names.clone(), apis.clone());
+        let think = scenario.think;
+        agents.push(tokio::spawn(async move {
+            let mut n = agent as u64 * 1_000_000;
+            while Instant::now() < until {
+                n += 1;
+                let t0 = Instant::now();
+                let result = fuse
+                    .route("chat", |p: ProviderId| {
+                        let i = names
+                            .iter()
+                            .position(|name| p == name.as_str())
+                            .unwrap_or(0);
+                        let (client, mocks, api) = (client.clone(), mocks.clone(), apis[i]);
+                        async move { ask(&client, &mocks[i], api, n).await }
+                    })
+                    .await;
+                let latency = t0.elapsed();
+                record_fusebox(&log, &names, start, t0, until, latency, result);
+                tokio::time::sleep(think).await;
+            }
+        }));
+    }
+    for agent in agents {
+        let _ = agent.await;
+    }
+    sampler.abort();
+    let mut report = std::mem::take(&mut lock(&log).report);
+    report.strategy = "fusebox";
+    report.reached_failing = failing(&mocks);
+    report
+}
+
+/// Records one routed request: its attempts for the timeline, and its result.
+fn record_fusebox(
+    log: &Shared,
+    names: &[String],
+    start: Instant,
+    t0: Instant,
+    until: Instant,
+    latency: Duration,
+    result: Result<fusebox::Routed<String>, fusebox::RouteError<HttpError>>,
+) {
+    let mut log = lock(log);
+    let attempts = match &result {
+        Ok(routed) => &routed.attempts,
+        Err(e) => e.attempts(),
+    };
+    let mut at = (t0 - start).as_secs_f64();
+    for a in attempts {
+        if a.outcome.was_called() {
+            let provider = names
+                .iter()
+                .position(|name| a.provider == name.as_str())
+                .unwrap_or(0);
+            log.report.marks.push(Mark {
+                provider,
+                at,
+                ok: a.outcome == AttemptOutcome::Succeeded,
+            });
+        }
+        at += a.elapsed.as_secs_f64();
+    }
+    match result {
+        Ok(routed) => {
+            let i = names
+                .iter()
+                .position(|name| routed.provider == name.as_str())
+                .unwrap_or(0);
+            log.report.served += 1;
+            log.report.served_by[i] += 1;
+            log.report.latencies.push(latency);
+            // The last fifth of the run: long after every fault has ended.
+            if Instant::now() + (until - start) / 5 >= until {
+                log.report.served_last.push(i);
+            }
+        }
+        Err(_) => log.report.failed += 1,
+    }
+}
+
+/// Runs the agents through a naive retry loop: each provider in turn, each attempted up to
+/// four times with 2 s, 4 s and 8 s of backoff, no breaker; bounded by the same deadline as
+/// the route.
+pub(crate) async fn run_naive(
+    scenario: &Scenario,
+    mocks: Vec<MockLlm>,
+    progress_out: impl FnOnce(Progress),
+) -> Report {
+    let log: Shared = Arc::default();
+    lock(&log).report.served_by = vec![0; scenario.providers.len()];
+    progress_out(Progress(log.clone()));
+    let scale = scenario.time_scale;
+    let start = Instant::now();
+    let attempt_timeout = Duration::from_secs_f64(2.0 * scale);
+    let deadline = Duration::from_secs_f64(15.0 * scale);
+    let backoff = [2.0, 4.0, 8.0].map(|s| Duration::from_secs_f64(s * scale));
+    let client = reqwest::Client::builder()
+        .timeout(attempt_timeout)
+        .build()
+        .unwrap_or_default();
+    let mocks = Arc::new(mocks);
+    let apis: Arc<Vec<Api>> = Arc::new(scenario.providers.iter().map(|p| p.api).collect());
+    let until = start + scenario.duration;
+    let mut agents = Vec::new();
+    for agent in 0..scenario.agents {
+        let (log, client, mocks, apis) = (log.clone(), client.clone(), mocks.clone(), apis.clone());
+        let think = scenario.think;
+        agents.push(tokio::spawn(async move {
+            let mut n = agent as u64 * 1_000_000;
+            while Instant::now() < until {
+                n += 1;
+                let t0 = Instant::now();
+                let request = async {
+                    for (i, mock) in mocks.iter().enumerate() {
+                        for retry in 0..=backoff.len() {
+                            let a0 = (Instant::now() - start).as_secs_f64();
+                            let ok = matches!(
+                                tokio::time::timeout(
+                                    attempt_timeout,
+                                    ask(&client, mock, apis[i], n)
+                                )
+                                .await,
+                                Ok(Ok(_))
+                            );
+                            lock(&log).report.marks.push(Mark {
+                                provider: i,
+                                at: a0,
+                                ok,
+                            });
+                            if ok {
+                                return Some(i);
+                            }
+                            if let Some(pause) = backoff.get(retry) {
+                                tokio::time::sleep(*pause).await;
+                            }
+                        }
+                    }
+                    None
+                };
+                let served = tokio::time::timeout(deadline, request).await.ok().flatten();
+                let latency = t0.elapsed();
+                {
+                    let mut log = lock(&log);
+                    match served {
+                        Some(i) => {
+                            log.report.served += 1;
+                            log.report.served_by[i] += 1;
+                            log.report.latencies.push(latency);
+                        }
+                        None => log.report.failed += 1,
+                    }
+                }
+                tokio::time::sleep(think).await;
+            }
+        }));
+    }
+    for agent in agents {
+        let _ = agent.await;
+    }
+    let mut report = std::mem::take(&mut lock(&log).report);
+    report.strategy = "naive retry";
+    report.reached_failing = failing(&mocks);
+    report
+}

@@ -1,0 +1,232 @@
+//! The router and its handlers.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::sse::{self, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::{Stream, StreamExt};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::Receiver;
+use tokio_util::sync::CancellationToken;
+
+use super::auth::Admin;
+use super::json::{self, HealthJson, StatusJson};
+use super::{BODY_LIMIT, BODY_READ_TIMEOUT, KEEP_ALIVE};
+use crate::{Event, Supervisor};
+
+/// The content type of the Prometheus text exposition format.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// What every handler sees.
+#[derive(Debug, Clone)]
+pub(super) struct AppState {
+    pub(super) fuse: Supervisor,
+    pub(super) prometheus: Option<PrometheusHandle>,
+    pub(super) admin_token: Option<Arc<[u8]>>,
+    /// Ends the event streams when the server shuts down.
+    pub(super) shutdown: CancellationToken,
+}
+
+/// The router: the read-only routes always, the admin routes only with a token.
+pub(super) fn router(state: AppState) -> Router {
+    let mut router = Router::new()
+        .route("/health", get(health))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/events", get(events));
+    if state.admin_token.is_some() {
+        router = router
+            .route("/providers/{name}/isolate", post(isolate))
+            .route("/providers/{name}/reset", post(reset));
+    }
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// A JSON error: `{"error": message}`, never cached.
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let mut response = (status, Json(json!({ "error": message.into() }))).into_response();
+    no_store(&mut response);
+    response
+}
+
+fn ok_json(status: StatusCode, body: impl serde::Serialize) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    no_store(&mut response);
+    response
+}
+
+fn no_store(response: &mut Response) {
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not found")
+}
+
+async fn method_not_allowed() -> Response {
+    error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+}
+
+async fn health(State(s): State<AppState>) -> Response {
+    let health = s.fuse.health();
+    let code = if health.healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    ok_json(code, HealthJson::from(&health))
+}
+
+async fn status(State(s): State<AppState>) -> Response {
+    let all: Vec<StatusJson> = s.fuse.status().iter().map(StatusJson::from).collect();
+    ok_json(StatusCode::OK, all)
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let Some(handle) = &s.prometheus else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no Prometheus recorder configured (OpsServer::prometheus)",
+        );
+    };
+    s.fuse.publish_metrics();
+    handle.run_upkeep();
+    let mut response = handle.render().into_response();
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(PROMETHEUS_TEXT));
+    no_store(&mut response);
+    response
+}
+
+async fn events(
+    State(s): State<AppState>,
+) -> Sse<impl Stream<Item = Result<sse::Event, Infallible>>> {
+    let shutdown = s.shutdown.clone();
+    let stream = frames(s.fuse.subscribe())
+        .map(|(name, data)| Ok(sse::Event::default().event(name).data(data)))
+        .take_until(async move { shutdown.cancelled().await });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+}
+
+/// The bus as `(event name, JSON data)` frames; a lag becomes a `lagged` frame and the
+/// stream goes on from the oldest event still held.
+fn frames(receiver: Receiver<Event>) -> impl Stream<Item = (&'static str, String)> {
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        let frame = match receiver.recv().await {
+            Ok(event) => (event.name(), json::event(&event).to_string()),
+            Err(RecvError::Lagged(missed)) => ("lagged", json!({ "missed": missed }).to_string()),
+            Err(RecvError::Closed) => return None,
+        };
+        Some((frame, receiver))
+    })
+}
+
+async fn isolate(
+    _: Admin,
+    State(s): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+    _: Drained,
+) -> Response {
+    let name = match name {
+        Ok(Path(name)) => name,
+        Err(rejection) => return error(rejection.status(), rejection.body_text()),
+    };
+    match s.fuse.isolate(&name).await {
+        Ok(()) => {
+            tracing::info!(provider = %name, "provider isolated through the ops endpoint");
+            provider_status(&s, &name)
+        }
+        Err(unknown) => error(StatusCode::NOT_FOUND, unknown.to_string()),
+    }
+}
+
+async fn reset(
+    _: Admin,
+    State(s): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+    _: Drained,
+) -> Response {
+    let name = match name {
+        Ok(Path(name)) => name,
+        Err(rejection) => return error(rejection.status(), rejection.body_text()),
+    };
+    match s.fuse.reset(&name).await {
+        Ok(()) => {
+            tracing::info!(provider = %name, "provider reset through the ops endpoint");
+            provider_status(&s, &name)
+        }
+        Err(unknown) => error(StatusCode::NOT_FOUND, unknown.to_string()),
+    }
+}
+
+fn provider_status(s: &AppState, name: &str) -> Response {
+    match s.fuse.provider(name) {
+        Some(handle) => ok_json(StatusCode::OK, StatusJson::from(&handle.status())),
+        None => error(StatusCode::NOT_FOUND, format!("unknown provider `{name}`")),
+    }
+}
+
+/// Reads (and discards) the request body within [`BODY_LIMIT`] bytes and
+/// [`BODY_READ_TIMEOUT`]: 413 beyond the limit, 408 for a body that trickles in.
+#[derive(Debug)]
+struct Drained;
+
+impl<S: Send + Sync> FromRequest<S> for Drained {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        match tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(req, state)).await {
+            Ok(Ok(_)) => Ok(Drained),
+            Ok(Err(rejection)) => Err(error(rejection.status(), rejection.body_text())),
+            Err(_) => Err(error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EventKind;
+    use crate::ProviderId;
+    use tokio::sync::broadcast;
+
+    #[tokio::test]
+    async fn a_lagging_subscriber_gets_a_lagged_frame_then_the_events_still_held() {
+        let (sender, receiver) = broadcast::channel(2);
+        for generation in 1..=5 {
+            let _ = sender.send(Event {
+                provider: ProviderId::from("p"),
+                kind: EventKind::CircuitHalfOpened,
+                at: tokio::time::Instant::now(),
+                generation,
+            });
+        }
+        drop(sender);
+        let frames: Vec<_> = frames(receiver).collect().await;
+        assert_eq!(frames.len(), 3, "{frames:?}");
+        assert_eq!(frames[0], ("lagged", r#"{"missed":3}"#.to_owned()));
+        assert_eq!(frames[1].0, "llm.circuit_half_opened");
+        assert!(frames[1].1.contains(r#""generation":4"#), "{frames:?}");
+        assert!(frames[2].1.contains(r#""generation":5"#), "{frames:?}");
+    }
+}
