@@ -1,0 +1,109 @@
+//! The outage drill's default scenario at a small scale, over real HTTP on loopback.
+//!
+//! Real time (loopback sockets cannot run under paused tokio time): the scenario is scaled to
+//! about six seconds.
+#![allow(clippy::unwrap_used, dead_code, unreachable_pub)]
+
+#[path = "../examples/outage_drill/engine.rs"]
+mod engine;
+#[path = "../examples/outage_drill/scenario.rs"]
+mod scenario;
+
+use fusebox::{EventKind, Verdict};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_incident_at_small_scale() {
+    let mut scenario = scenario::Scenario::default_drill().scaled(0.2);
+    scenario.agents = 8;
+    let fuse = engine::supervisor_builder(&scenario).build().await.unwrap();
+    let mocks = engine::start_mocks(&scenario).await.unwrap();
+    let primary_mock = mocks[0].clone();
+    let report = engine::run_fusebox(&scenario, fuse.clone(), mocks, |_| {}).await;
+
+    // Every request was served, by one provider or another.
+    assert!(report.served > 100, "served only {}", report.served);
+    assert_eq!(report.failed, 0);
+
+    // The primary's circuit opened within its failure threshold of the outage's start
+    // (five consecutive failures, plus the calls already in flight when it tripped).
+    let outage_start = 4.0 * 0.2;
+    let opened = report
+        .events
+        .iter()
+        .find(|(_, e)| e.provider == "primary" && matches!(e.kind, EventKind::CircuitOpened { .. }))
+        .map(|(t, _)| *t)
+        .expect("the primary's circuit opened");
+    assert!(
+        opened >= outage_start,
+        "opened at {opened}s, before the outage"
+    );
+    let failed_before_trip = report
+        .marks
+        .iter()
+        .filter(|m| m.provider == 0 && !m.ok && m.at <= opened)
+        .count();
+    assert!(
+        failed_before_trip <= 5 + scenario.agents,
+        "{failed_before_trip} calls failed on the primary before its circuit opened"
+    );
+    // While open, the primary saw only trials: far fewer failed calls than requests served.
+    let primary_errors = primary_mock.stats().error_count();
+    assert!(
+        primary_errors < report.served / 10,
+        "{primary_errors} requests reached the failing primary"
+    );
+
+    // After recovery the primary is back in service: it serves the end of the run.
+    let last = &report.served_last;
+    let by_primary = last.iter().filter(|&&i| i == 0).count();
+    assert!(
+        by_primary * 2 > last.len(),
+        "the primary served {by_primary} of the last {} requests",
+        last.len()
+    );
+    assert!(
+        report
+            .events
+            .iter()
+            .any(|(_, e)| e.provider == "primary"
+                && matches!(e.kind, EventKind::CircuitClosed { .. }))
+    );
+    assert_eq!(
+        fuse.provider("primary").unwrap().status().state,
+        fusebox::CircuitState::Closed
+    );
+    // The secondary's 429s carried Retry-After: its circuit opened at once, for the hint.
+    assert!(report.events.iter().any(|(_, e)| e.provider == "secondary"
+        && matches!(
+            e.kind,
+            EventKind::CircuitOpened {
+                cause: fusebox::breaker::Cause::RateLimited,
+                ..
+            }
+        )));
+    let _ = Verdict::Success;
+}
+
+#[test]
+fn a_bad_scenario_file_names_the_field() {
+    let err =
+        scenario::Scenario::from_toml_str("agents = 0\n[[providers]]\nname = \"p\"\n").unwrap_err();
+    assert!(err.contains("`agents` = 0"), "{err}");
+    let err =
+        scenario::Scenario::from_toml_str("duration = \"soon\"\n[[providers]]\nname = \"p\"\n")
+            .unwrap_err();
+    assert!(err.contains("`duration`"), "{err}");
+    let err = scenario::Scenario::from_toml_str("[[providers]]\nname = \"p\"\nlatency = 5\n")
+        .unwrap_err();
+    assert!(err.contains("line 3"), "{err}");
+    let err = scenario::Scenario::from_toml_str(
+        "[[providers]]\nname = \"p\"\nfaults = [ { when = \"always\", kind = \"explode\" } ]\n",
+    )
+    .unwrap_err();
+    assert!(err.contains("line 3"), "{err}");
+    let ok = scenario::Scenario::from_toml_str(
+        "duration = \"5s\"\nagents = 2\n[[providers]]\nname = \"p\"\napi = \"anthropic\"\nfaults = [ { when = { between = [\"1s\", \"2s\"] }, kind = { status = 503 } } ]\n",
+    )
+    .unwrap();
+    assert_eq!((ok.agents, ok.providers.len()), (2, 1));
+}
