@@ -35,6 +35,10 @@ pub struct Event {
     /// The provider's circuit generation after the change (threshold changes carry the
     /// current generation without bumping it).
     pub generation: u64,
+    /// Why the circuit changed state: for a close, [`Cause::TrialsSucceeded`] or
+    /// [`Cause::Operator`]; for an isolation, [`Cause::IsolatingVerdict`] or
+    /// [`Cause::Operator`]. `None` for threshold changes.
+    pub cause: Option<Cause>,
 }
 
 impl Event {
@@ -59,16 +63,12 @@ pub enum EventKind {
     },
     /// The open deadline passed; trial calls may go through (`llm.circuit_half_opened`).
     CircuitHalfOpened,
-    /// The circuit closed (`llm.circuit_closed`), after successful trials or an operator reset.
-    CircuitClosed {
-        /// Why: [`Cause::TrialsSucceeded`] or [`Cause::Operator`].
-        cause: Cause,
-    },
-    /// The provider was isolated (`llm.circuit_isolated`) by a verdict or an operator.
-    CircuitIsolated {
-        /// Why: [`Cause::IsolatingVerdict`] or [`Cause::Operator`].
-        cause: Cause,
-    },
+    /// The circuit closed (`llm.circuit_closed`), after successful trials or an operator
+    /// reset ([`Event::cause`] says which).
+    CircuitClosed,
+    /// The provider was isolated (`llm.circuit_isolated`) by a verdict or an operator
+    /// ([`Event::cause`] says which).
+    CircuitIsolated,
     /// Adaptive thresholds moved to another tier (`llm.thresholds_adapted`).
     ThresholdsAdapted {
         /// The tier's boundary in requests a minute; `None` when no tier applies.
@@ -88,8 +88,8 @@ impl EventKind {
         match self {
             EventKind::CircuitOpened { .. } => "llm.circuit_opened",
             EventKind::CircuitHalfOpened => "llm.circuit_half_opened",
-            EventKind::CircuitClosed { .. } => "llm.circuit_closed",
-            EventKind::CircuitIsolated { .. } => "llm.circuit_isolated",
+            EventKind::CircuitClosed => "llm.circuit_closed",
+            EventKind::CircuitIsolated => "llm.circuit_isolated",
             EventKind::ThresholdsAdapted { .. } => "llm.thresholds_adapted",
         }
     }
@@ -99,8 +99,8 @@ impl EventKind {
         match self {
             EventKind::CircuitOpened { .. } => Some(CircuitState::Open),
             EventKind::CircuitHalfOpened => Some(CircuitState::HalfOpen),
-            EventKind::CircuitClosed { .. } => Some(CircuitState::Closed),
-            EventKind::CircuitIsolated { .. } => Some(CircuitState::Isolated),
+            EventKind::CircuitClosed => Some(CircuitState::Closed),
+            EventKind::CircuitIsolated => Some(CircuitState::Isolated),
             EventKind::ThresholdsAdapted { .. } => None,
         }
     }
@@ -115,13 +115,14 @@ pub(crate) fn from_transition(provider: &ProviderId, t: &crate::breaker::Transit
             retry_after: t.open_for.unwrap_or_default(),
         },
         CircuitState::HalfOpen => EventKind::CircuitHalfOpened,
-        CircuitState::Closed => EventKind::CircuitClosed { cause: t.cause },
-        CircuitState::Isolated => EventKind::CircuitIsolated { cause: t.cause },
+        CircuitState::Closed => EventKind::CircuitClosed,
+        CircuitState::Isolated => EventKind::CircuitIsolated,
     };
     Event {
         provider: provider.clone(),
         kind,
         at: t.at,
         generation: t.generation,
+        cause: Some(t.cause),
     }
 }

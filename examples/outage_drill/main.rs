@@ -93,9 +93,12 @@ fn describe(event: &Event) -> String {
             cause.as_str(),
             retry_after.as_secs_f64()
         ),
-        EventKind::CircuitClosed { cause } | EventKind::CircuitIsolated { cause } => {
-            format!("{:<24} {:<10} {}", event.name(), event.provider, cause.as_str())
-        }
+        EventKind::CircuitClosed | EventKind::CircuitIsolated => format!(
+            "{:<24} {:<10} {}",
+            event.name(),
+            event.provider,
+            event.cause.map_or("", |c| c.as_str())
+        ),
         EventKind::ThresholdsAdapted {
             tier,
             failure_threshold,

@@ -226,6 +226,7 @@ impl ProviderActor {
                 kind,
                 at: now,
                 generation,
+                cause: None,
             });
         }
         self.ctx.wake.send_replace(wake);

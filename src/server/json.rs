@@ -129,6 +129,9 @@ pub(super) fn event(e: &Event) -> Value {
     if let Some(state) = e.kind.state() {
         map.insert("state".into(), json!(state.as_str()));
     }
+    if let Some(cause) = e.cause {
+        map.insert("cause".into(), json!(cause.as_str()));
+    }
     match &e.kind {
         EventKind::CircuitOpened {
             cause,
@@ -138,9 +141,6 @@ pub(super) fn event(e: &Event) -> Value {
             map.insert("cause".into(), json!(cause.as_str()));
             map.insert("failures".into(), json!(failures));
             map.insert("retry_after_seconds".into(), json!(secs(*retry_after)));
-        }
-        EventKind::CircuitClosed { cause } | EventKind::CircuitIsolated { cause } => {
-            map.insert("cause".into(), json!(cause.as_str()));
         }
         EventKind::ThresholdsAdapted {
             tier,
@@ -181,6 +181,7 @@ mod tests {
             },
             at: Instant::now(),
             generation: 7,
+            cause: Some(Cause::ConsecutiveFailures),
         };
         assert_eq!(
             event(&e),
@@ -204,6 +205,7 @@ mod tests {
             },
             at: Instant::now(),
             generation: 2,
+            cause: None,
         };
         assert_eq!(
             event(&e),

@@ -219,6 +219,7 @@ mod tests {
                 kind: EventKind::CircuitHalfOpened,
                 at: tokio::time::Instant::now(),
                 generation,
+                cause: None,
             });
         }
         drop(sender);
