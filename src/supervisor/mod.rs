@@ -341,18 +341,7 @@ impl Supervisor {
         F: FnMut(ProviderId) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let Some(entry) = self.inner.routes.entries.get(route) else {
-            return Err(RouteError::UnknownRoute(route.to_owned()));
-        };
-        let span = tracing::debug_span!("fusebox.route", route);
-        let result = router::run(entry, router::Calls { classify, op })
-            .instrument(span)
-            .await;
-        match &result {
-            Ok(routed) => crate::metrics::route(route, &routed.attempts, Some(&routed.provider)),
-            Err(error) => crate::metrics::route(route, error.attempts(), None),
-        }
-        result
+        self.run_route(route, router::Calls { classify, op }).await
     }
 
     /// Opens a streamed call to `provider` (see [`crate::stream`]): `op` establishes the
@@ -440,13 +429,24 @@ impl Supervisor {
         Fut: Future<Output = Result<S, E>>,
         S: Stream<Item = Result<T, E>>,
     {
+        self.run_route(route, stream::Streams { classify, op })
+            .await
+    }
+
+    /// Runs the failover loop of a route with one kind of attempt, and records its metrics.
+    async fn run_route<T, E, A>(
+        &self,
+        route: &str,
+        attempter: A,
+    ) -> Result<Routed<T>, RouteError<E>>
+    where
+        A: router::Attempter<T, E>,
+    {
         let Some(entry) = self.inner.routes.entries.get(route) else {
             return Err(RouteError::UnknownRoute(route.to_owned()));
         };
-        let span = tracing::debug_span!("fusebox.route_stream", route);
-        let result = router::run(entry, stream::Streams { classify, op })
-            .instrument(span)
-            .await;
+        let span = tracing::debug_span!("fusebox.route", route);
+        let result = router::run(entry, attempter).instrument(span).await;
         match &result {
             Ok(routed) => crate::metrics::route(route, &routed.attempts, Some(&routed.provider)),
             Err(error) => crate::metrics::route(route, error.attempts(), None),
