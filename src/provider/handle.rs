@@ -213,6 +213,10 @@ impl ProviderHandle {
         Fut: Future<Output = Result<T, E>>,
     {
         let span = tracing::debug_span!("fusebox.call", provider = %self.shared.id);
+        if span.is_disabled() {
+            // No subscriber wants the span: skip the wrapper on the hot path.
+            return self.guarded(classify, op).await;
+        }
         self.guarded(classify, op).instrument(span).await
     }
 
@@ -222,10 +226,11 @@ impl ProviderHandle {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let admitted = self
-            .admit(true)
-            .await
-            .map_err(|r| r.into_error(&self.shared.id))?;
+        let admitted = match self.admit_now() {
+            Some(admission) => admission,
+            None => self.admit(true).await,
+        }
+        .map_err(|r| r.into_error(&self.shared.id))?;
         let started = admitted.needs_clock().then(Instant::now);
         let result = match self.shared.config.call_timeout {
             Some(limit) => tokio::time::timeout(limit, op()).await.map_err(|_| limit),
@@ -240,23 +245,21 @@ impl ProviderHandle {
         if started.is_some() {
             self.shared.durations.record(verdict.is_failure(), elapsed);
         }
+        if result.is_err() {
+            self.shared.counters.add(Count::Timeouts, 1);
+        }
+        let elapsed = result.as_ref().err().copied().unwrap_or(elapsed);
+        // Healthy outcomes are settled here and then; only decisions are awaited.
+        if let Some(decision) = admitted.report(verdict, elapsed) {
+            decision.await;
+        }
         match result {
-            Ok(Ok(value)) => {
-                admitted.finish(verdict, elapsed).await;
-                Ok(value)
-            }
-            Ok(Err(error)) => {
-                admitted.finish(verdict, elapsed).await;
-                Err(CallError::Inner(error))
-            }
-            Err(after) => {
-                self.shared.counters.add(Count::Timeouts, 1);
-                admitted.finish(verdict, after).await;
-                Err(CallError::Timeout {
-                    provider: self.shared.id.clone(),
-                    after,
-                })
-            }
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(CallError::Inner(error)),
+            Err(after) => Err(CallError::Timeout {
+                provider: self.shared.id.clone(),
+                after,
+            }),
         }
     }
 
@@ -335,6 +338,50 @@ impl ProviderHandle {
         }
     }
 
+    /// Admits a call without waiting, when that can be decided at once: a closed circuit
+    /// without a bulkhead, an open one not yet due, an isolated one, a closed supervisor.
+    /// `None` when admission needs the bulkhead or the actor.
+    #[inline]
+    pub(crate) fn admit_now(&self) -> Option<Result<Admitted<&Self>, Reject>> {
+        let shared = &*self.shared;
+        // A provider whose actor is gone for good (shut down, or past its restart limit)
+        // would run unprotected: refuse instead.
+        if self.closing.is_closed() || !self.actor.is_alive() {
+            return Some(Err(Reject::ShuttingDown));
+        }
+        let gate = shared.gate();
+        match gate.state {
+            CircuitState::Closed if shared.bulkhead.is_none() => {
+                shared.counters.add(Count::Admitted, 1);
+                Some(Ok(Admitted {
+                    handle: self,
+                    permit: Some(Permit::closed(gate.generation)),
+                    slot: None,
+                }))
+            }
+            CircuitState::Open => {
+                let (until, now) = (shared.open_until(), Instant::now());
+                (now < until).then(|| {
+                    shared.counters.add(Count::RejectedOpen, 1);
+                    Err(Reject::Circuit(Rejection {
+                        state: CircuitState::Open,
+                        retry_after: Some(until - now),
+                        failure_count: shared.failure_count(),
+                    }))
+                })
+            }
+            CircuitState::Isolated => {
+                shared.counters.add(Count::RejectedIsolated, 1);
+                Some(Err(Reject::Circuit(Rejection {
+                    state: CircuitState::Isolated,
+                    retry_after: None,
+                    failure_count: shared.failure_count(),
+                })))
+            }
+            _ => None,
+        }
+    }
+
     /// Admits a call, or says why not.
     ///
     /// Cancel safe: a queue place, a bulkhead slot or a trial permit obtained before the
@@ -343,36 +390,12 @@ impl ProviderHandle {
         let shared = &*self.shared;
         let mut retries = 0;
         loop {
-            // A provider whose actor is gone for good (shut down, or past its restart limit)
-            // would run unprotected: refuse instead.
-            if self.closing.is_closed() || !self.actor.is_alive() {
-                return Err(Reject::ShuttingDown);
+            if let Some(decided) = self.admit_now() {
+                return decided;
             }
+            // Left: a closed circuit with a bulkhead, or one due for (or in) a trial.
             let gate = shared.gate();
-            let trial = match gate.state {
-                CircuitState::Closed => false,
-                CircuitState::HalfOpen => true,
-                CircuitState::Open => {
-                    let (until, now) = (shared.open_until(), Instant::now());
-                    if now < until {
-                        shared.counters.add(Count::RejectedOpen, 1);
-                        return Err(Reject::Circuit(Rejection {
-                            state: CircuitState::Open,
-                            retry_after: Some(until - now),
-                            failure_count: shared.failure_count(),
-                        }));
-                    }
-                    true
-                }
-                CircuitState::Isolated => {
-                    shared.counters.add(Count::RejectedIsolated, 1);
-                    return Err(Reject::Circuit(Rejection {
-                        state: CircuitState::Isolated,
-                        retry_after: None,
-                        failure_count: shared.failure_count(),
-                    }));
-                }
-            };
+            let trial = gate.state != CircuitState::Closed;
             let slot = match &shared.bulkhead {
                 None => None,
                 Some(bulkhead) => match bulkhead.acquire(queue).await {
