@@ -100,6 +100,9 @@ pub(crate) struct Delivery {
     outcome: Outcome,
     decided: Option<oneshot::Receiver<()>>,
     resent: u8,
+    /// Already driven by a task of its own: dropping it (the runtime is shutting down) ends
+    /// it.
+    detached: bool,
 }
 
 impl Delivery {
@@ -115,6 +118,7 @@ impl Delivery {
             outcome,
             decided: None,
             resent: 0,
+            detached: false,
         };
         delivery.post().then_some(delivery)
     }
@@ -122,9 +126,10 @@ impl Delivery {
     /// Sends a report from a context that cannot wait (a `Drop`): the delivery is driven by a
     /// task of its own, or sent once without redelivery outside a runtime.
     pub(crate) fn spawn(actor: &ActorRef<ProviderActor>, permit: Permit, outcome: Outcome) {
-        let Some(delivery) = Delivery::send(actor, permit, outcome) else {
+        let Some(mut delivery) = Delivery::send(actor, permit, outcome) else {
             return;
         };
+        delivery.detached = true;
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(delivery);
         }
@@ -143,6 +148,29 @@ impl Delivery {
     }
 }
 
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        // Dropped while undecided (its caller was cancelled): the rest of the delivery,
+        // redeliveries included, goes on in a task of its own.
+        if self.detached {
+            return;
+        }
+        let Some(decided) = self.decided.take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(Delivery {
+                actor: self.actor.clone(),
+                permit: self.permit.duplicate(),
+                outcome: self.outcome,
+                decided: Some(decided),
+                resent: self.resent,
+                detached: true,
+            });
+        }
+    }
+}
+
 impl Future for Delivery {
     type Output = ();
 
@@ -153,7 +181,10 @@ impl Future for Delivery {
             };
             match Pin::new(decided).poll(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(())) => return Poll::Ready(()),
+                Poll::Ready(Ok(())) => {
+                    self.decided = None;
+                    return Poll::Ready(());
+                }
                 Poll::Ready(Err(_lost)) => {
                     self.decided = None;
                     if self.resent == REDELIVERIES || !self.actor.is_alive() {

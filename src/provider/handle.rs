@@ -389,36 +389,55 @@ impl ProviderHandle {
     pub(crate) async fn admit(&self, queue: bool) -> Result<Admitted<&Self>, Reject> {
         let shared = &*self.shared;
         let mut retries = 0;
+        // A bulkhead slot, once had, is kept across re-evaluations of the circuit: a waiter
+        // never queues twice nor waits longer than its queue timeout.
+        let mut slot = None;
         loop {
             if let Some(decided) = self.admit_now() {
                 return decided;
             }
             // Left: a closed circuit with a bulkhead, or one due for (or in) a trial.
-            let gate = shared.gate();
-            let trial = gate.state != CircuitState::Closed;
-            let slot = match &shared.bulkhead {
-                None => None,
-                Some(bulkhead) => match bulkhead.acquire(queue).await {
-                    // The circuit may have changed while this call waited for a slot.
-                    Ok((_, true)) if shared.gate() != gate => continue,
-                    Ok((slot, _)) => Some(slot),
-                    Err(denied) => {
-                        match denied {
-                            Denied::Full => shared.counters.add(Count::BulkheadFull, 1),
-                            Denied::Timeout(_) => shared.counters.add(Count::QueueTimeout, 1),
-                            Denied::Closed => {}
+            if slot.is_none() {
+                if let Some(bulkhead) = &shared.bulkhead {
+                    match bulkhead.acquire(queue).await {
+                        Ok((granted, waited)) => {
+                            slot = Some(granted);
+                            if waited {
+                                // The circuit may have changed while this call waited.
+                                continue;
+                            }
                         }
-                        return Err(Reject::Bulkhead(denied));
+                        Err(denied) => {
+                            match denied {
+                                Denied::Full => shared.counters.add(Count::BulkheadFull, 1),
+                                Denied::Timeout(_) => shared.counters.add(Count::QueueTimeout, 1),
+                                Denied::Closed => {}
+                            }
+                            return Err(Reject::Bulkhead(denied));
+                        }
                     }
-                },
-            };
-            let permit = if trial {
+                }
+            }
+            let gate = shared.gate();
+            let permit = if gate.state == CircuitState::Closed {
+                shared.counters.add(Count::Admitted, 1);
+                Permit::closed(gate.generation)
+            } else {
                 let (reply, decision) = oneshot::channel();
                 if self.actor.tell(Admit { reply }).try_send().is_err() {
                     return Err(Reject::ShuttingDown);
                 }
                 match decision.await.map(|d| d.map(TrialPermit::take)) {
-                    Ok(Ok(Some(permit))) => permit,
+                    Ok(Ok(Some(permit))) if permit.generation() == shared.gate().generation => {
+                        permit
+                    }
+                    // The circuit moved on (a concurrent trial failed) between the grant and
+                    // now: give the trial back and look again, rather than call a provider
+                    // just declared down.
+                    Ok(Ok(Some(stale))) => {
+                        Delivery::spawn(&self.actor, stale, Outcome::Cancelled);
+                        continue;
+                    }
                     Ok(Ok(None)) => continue,
                     Ok(Err(rejection)) => return Err(Reject::Circuit(rejection)),
                     // The actor died deciding; its restart keeps the circuit. Ask again.
@@ -428,9 +447,6 @@ impl ProviderHandle {
                     }
                     Err(_) => return Err(Reject::ShuttingDown),
                 }
-            } else {
-                shared.counters.add(Count::Admitted, 1);
-                Permit::closed(gate.generation)
             };
             return Ok(Admitted {
                 handle: self,
