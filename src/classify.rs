@@ -236,20 +236,38 @@ fn parse_header(
     })
 }
 
-/// Parses a non-negative decimal number (`12`, `1.5`, `.5`) of units, where
-/// `units_per_sec` units make a second.
-fn parse_delay(text: &str, units_per_sec: f64) -> Result<Duration, Reject> {
+/// Parses a non-negative decimal number (`12`, `1.5`, `.5`) of units, where one unit is
+/// `unit_nanos` nanoseconds, exactly (integer arithmetic; digits past a nanosecond are
+/// dropped).
+fn parse_delay(text: &str, unit_nanos: u64) -> Result<Duration, Reject> {
     if text.starts_with('-') {
         return Err(Reject::Malformed("negative delay"));
     }
-    let digits = text.bytes().filter(u8::is_ascii_digit).count();
-    let dots = text.bytes().filter(|&b| b == b'.').count();
-    if digits == 0 || dots > 1 || digits + dots != text.len() {
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    let decimal = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if int.len() + frac.len() == 0 || !decimal(int) || !decimal(frac) {
         return Err(NOT_DECIMAL);
     }
-    let units: f64 = text.parse().map_err(|_| NOT_DECIMAL)?;
-    // A digit string long enough to parse as infinity is an error here.
-    Duration::try_from_secs_f64(units / units_per_sec).map_err(|_| Reject::OutOfRange)
+    let int = int.trim_start_matches('0');
+    // More than 20 integer digits is beyond any u64, let alone the one-year cap.
+    if int.len() > 20 {
+        return Err(Reject::OutOfRange);
+    }
+    let whole: u128 = if int.is_empty() {
+        0
+    } else {
+        int.parse().map_err(|_| NOT_DECIMAL)?
+    };
+    let frac = &frac[..frac.len().min(18)];
+    let fraction: u128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().map_err(|_| NOT_DECIMAL)?
+    };
+    let unit = u128::from(unit_nanos);
+    let nanos = whole * unit + fraction * unit / 10u128.pow(frac.len() as u32);
+    let secs = u64::try_from(nanos / 1_000_000_000).map_err(|_| Reject::OutOfRange)?;
+    Ok(Duration::new(secs, (nanos % 1_000_000_000) as u32))
 }
 
 /// Parses a `Retry-After` value: delay-seconds (a non-negative decimal is
@@ -259,7 +277,7 @@ fn parse_delay(text: &str, units_per_sec: f64) -> Result<Duration, Reject> {
 pub fn parse_retry_after(value: &[u8], now: SystemTime) -> Result<Duration, HeaderError> {
     parse_header(RETRY_AFTER, value, |text| {
         if text.starts_with(|c: char| c.is_ascii_digit() || matches!(c, '.' | '-' | '+')) {
-            return parse_delay(text, 1.0);
+            return parse_delay(text, 1_000_000_000);
         }
         let date = httpdate::parse_http_date(text)
             .map_err(|_| Reject::Malformed("neither delay-seconds nor an HTTP-date"))?;
@@ -270,7 +288,7 @@ pub fn parse_retry_after(value: &[u8], now: SystemTime) -> Result<Duration, Head
 /// Parses a `Retry-After-Ms` value: a non-negative decimal number of
 /// milliseconds, at most one year.
 pub fn parse_retry_after_ms(value: &[u8]) -> Result<Duration, HeaderError> {
-    parse_header(RETRY_AFTER_MS, value, |text| parse_delay(text, 1000.0))
+    parse_header(RETRY_AFTER_MS, value, |text| parse_delay(text, 1_000_000))
 }
 
 /// Extracts the back-off hint from response headers, at wall-clock time `now`.

@@ -130,7 +130,6 @@ impl Scenario {
                     ..p.clone()
                 })
                 .collect(),
-            ..self.clone()
         }
     }
 
