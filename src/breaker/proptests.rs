@@ -154,10 +154,13 @@ impl Model {
                     self.go(ModelPhase::Closed);
                 }
             }
-            (ModelPhase::HalfOpen { .. }, _) => {
-                let d = self.grown().max(hint.unwrap_or_default());
-                self.open(d, self.failures_at_open, now);
-            }
+            (ModelPhase::HalfOpen { .. }, _) => match hint {
+                Some(d) => self.open(d, self.failures_at_open, now),
+                None => {
+                    let d = self.grown();
+                    self.open(d, self.failures_at_open, now);
+                }
+            },
             (ModelPhase::Open(_) | ModelPhase::Isolated, _) => {}
         }
     }

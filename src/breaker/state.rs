@@ -677,10 +677,14 @@ impl State {
         if verdict == Verdict::Isolate {
             return Some(self.transition(Phase::Isolated, Cause::IsolatingVerdict, now));
         }
+        if let Some(hint) = rate_limit_hint_of(verdict) {
+            // A rate limit is a quota signal, not ill health: the provider said when to come
+            // back, so the open lasts exactly that, without growing the backoff.
+            return Some(self.open(Cause::RateLimited, self.open_failures, hint, now));
+        }
         if sample.failed || sample.slow {
             let grown = self.backoff.grow();
-            let d = rate_limit_hint_of(verdict).map_or(grown, |hint| grown.max(hint));
-            return Some(self.open(Cause::TrialFailed, self.open_failures, d, now));
+            return Some(self.open(Cause::TrialFailed, self.open_failures, grown, now));
         }
         let Phase::HalfOpen { successes, .. } = &mut self.phase else {
             return None;

@@ -421,16 +421,22 @@ fn a_later_hint_raises_the_deadline_but_a_shorter_one_never_lowers_it() {
 }
 
 #[test]
-fn a_rate_limited_trial_reopens_for_at_least_the_hint() {
+fn a_rate_limited_trial_reopens_for_the_hint_without_growing() {
     let mut r = Rig::new(Breaker::default().jitter(0.0));
     r.fail_n(5);
     r.advance(60 * S);
     let t = r
         .call(done(Verdict::RateLimited {
-            retry_after: Some(500 * S),
+            retry_after: Some(5 * S),
         }))
         .unwrap();
-    assert_eq!((t.cause, t.open_for), (Cause::TrialFailed, Some(500 * S)));
+    assert_eq!((t.cause, t.open_for), (Cause::RateLimited, Some(5 * S)));
+    // The backoff did not grow: a failed trial next time opens for 120 s, not 240 s.
+    r.advance(5 * S);
+    assert_eq!(
+        r.call(done(Verdict::Failure)).unwrap().open_for,
+        Some(120 * S)
+    );
 }
 
 #[test]

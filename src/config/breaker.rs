@@ -133,7 +133,9 @@ impl Breaker {
     /// How long the circuit stays open after it first trips.
     ///
     /// Defaults to 60 seconds. Each re-open straight from half-open doubles it (capped by
-    /// [`max_open_for`](Self::max_open_for), jittered); a clean close resets it.
+    /// [`max_open_for`](Self::max_open_for), jittered); a clean close resets it. An open
+    /// caused by a rate limit with a `Retry-After` hint lasts exactly the hint and does not
+    /// grow the backoff.
     pub fn open_for(mut self, duration: Duration) -> Self {
         self.open_for = duration;
         self
