@@ -1,0 +1,172 @@
+//! The healthy path of a call is what every request pays: it must send no message to the
+//! provider's actor and allocate nothing.
+//!
+//! Allocations are counted by the `#[global_allocator]` that the `allocation-counter`
+//! dev-dependency installs in this test binary (it wraps `System` and counts per thread, only
+//! inside `allocation_counter::measure`). The crate forbids `unsafe` code, tests included, so
+//! the counting allocator is that crate's rather than a hand-written `GlobalAlloc`; it is
+//! linked only into this binary, the one that names it. Counting per thread keeps the test
+//! harness's own allocations (on other threads) out of the counts. Calls are polled once
+//! with a no-op waker on the test's thread, inside a current-thread runtime's context
+//! (paused time): nothing else runs while a measurement is open. No test here sleeps.
+
+use std::future::Future;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use allocation_counter::AllocationInfo;
+use fusebox::{Breaker, Bulkhead, CallError, Provider, Route, Supervisor, Verdict};
+
+const CALLS: u64 = 10_000;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime")
+}
+
+/// Polls a future once with a no-op waker: every path measured here completes at its first
+/// poll, without the executor (whose own bookkeeping would be counted otherwise).
+fn ready<F: Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("the call was not ready at its first poll"),
+    }
+}
+
+async fn supervisor() -> Supervisor {
+    Supervisor::builder()
+        .provider(Provider::new("plain"))
+        .provider(Provider::new("untimed").record_durations(false))
+        .provider(Provider::new("bulkheaded").bulkhead(Bulkhead::new(8)))
+        .provider(
+            Provider::new("open")
+                .breaker(Breaker::consecutive(1).open_for(Duration::from_secs(3600))),
+        )
+        .provider(Provider::new("secondary"))
+        .route(Route::new("healthy").providers(["plain", "secondary"]))
+        .route(Route::new("fallback").providers(["open", "secondary"]))
+        .build()
+        .await
+        .expect("config")
+}
+
+/// Lets every ready task run (paused time does not move: nothing here waits on a timer).
+async fn settle() {
+    for _ in 0..16 {
+        tokio::task::yield_now().await;
+    }
+}
+
+fn messages(fuse: &Supervisor, provider: &str) -> u64 {
+    fuse.status()
+        .into_iter()
+        .find(|s| s.provider == provider)
+        .expect("provider")
+        .actor_messages
+}
+
+#[test]
+fn healthy_calls_send_no_actor_message_and_a_failure_sends_one() {
+    runtime().block_on(async {
+        let fuse = supervisor().await;
+        // Let the actors settle: each handles a message of its own as it starts.
+        settle().await;
+        let before = messages(&fuse, "plain");
+        for _ in 0..CALLS {
+            let r: Result<u64, CallError<Verdict>> = fuse.call("plain", || async { Ok(1) }).await;
+            assert_eq!(r.expect("healthy"), 1);
+        }
+        // Anything sent would be handled by now.
+        settle().await;
+        let status = fuse.status().into_iter().find(|s| s.provider == "plain");
+        let status = status.expect("provider");
+        assert_eq!(status.successful, CALLS);
+        assert_eq!(
+            status.actor_messages, before,
+            "healthy calls on a closed circuit reached the provider's actor"
+        );
+
+        // The counter does move: a counted failure is the actor's to decide.
+        let failed: Result<u64, _> = fuse.call("plain", || async { Err(Verdict::Failure) }).await;
+        assert!(matches!(failed, Err(CallError::Inner(Verdict::Failure))));
+        assert_eq!(messages(&fuse, "plain"), before + 1);
+    });
+}
+
+#[test]
+fn healthy_calls_by_handle_allocate_nothing() {
+    let rt = runtime();
+    let fuse = rt.block_on(supervisor());
+    let _entered = rt.enter();
+    // The counter is live: one box is one allocation.
+    let control = allocation_counter::measure(|| drop(std::hint::black_box(Box::new(1u64))));
+    assert_eq!(control.count_total, 1);
+    for name in ["plain", "untimed", "bulkheaded"] {
+        let handle = fuse.provider(name).expect("provider");
+        let call = || {
+            let r: Result<u64, CallError<Verdict>> = ready(handle.call(|| async { Ok(1) }));
+            assert_eq!(r.expect("healthy"), 1);
+        };
+        // Warm-up: first-use initialisation (thread-locals, lazy statics) is not per call.
+        call();
+        let counted: AllocationInfo = allocation_counter::measure(|| {
+            for _ in 0..CALLS {
+                call();
+            }
+        });
+        assert_eq!(
+            counted.count_total, 0,
+            "{CALLS} healthy calls to `{name}` allocated ({} bytes in all)",
+            counted.bytes_total,
+        );
+    }
+}
+
+/// Not asserted: printed for BENCHMARKS.md (`cargo test --test hot_path -- --nocapture`).
+#[test]
+fn allocations_per_rejection_and_routed_call() {
+    let rt = runtime();
+    let fuse = rt.block_on(supervisor());
+    let tripped: Result<u64, _> =
+        rt.block_on(fuse.call("open", || async { Err(Verdict::Failure) }));
+    assert!(matches!(tripped, Err(CallError::Inner(_))));
+    let _entered = rt.enter();
+    let open = fuse.provider("open").expect("provider");
+
+    let mut report = Vec::new();
+    let mut measure = |what: &str, call: &mut dyn FnMut()| {
+        call();
+        let counted = allocation_counter::measure(|| {
+            for _ in 0..CALLS {
+                call();
+            }
+        });
+        report.push(format!(
+            "{what}: {:.2} allocations, {:.1} bytes per call",
+            counted.count_total as f64 / CALLS as f64,
+            counted.bytes_total as f64 / CALLS as f64,
+        ));
+    };
+    measure("open rejection (by handle)", &mut || {
+        let r: Result<u64, CallError<Verdict>> = ready(open.call(|| async { Ok(1) }));
+        assert!(matches!(r, Err(CallError::Open { .. })));
+    });
+    measure("routed call, primary healthy", &mut || {
+        let r = ready(fuse.route("healthy", |_| async { Ok::<u64, Verdict>(1) }));
+        assert_eq!(r.expect("served").provider, "plain");
+    });
+    measure(
+        "routed call, primary open (served by the secondary)",
+        &mut || {
+            let r = ready(fuse.route("fallback", |_| async { Ok::<u64, Verdict>(1) }));
+            assert_eq!(r.expect("served").provider, "secondary");
+        },
+    );
+    for line in report {
+        println!("{line}");
+    }
+}
