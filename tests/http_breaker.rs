@@ -155,9 +155,9 @@ mod bytes_lines {
     use fusebox::http::HttpError;
     use futures::{Stream, StreamExt};
 
-    pub type Line = String;
+    pub(crate) type Line = String;
 
-    pub fn data_lines(
+    pub(crate) fn data_lines(
         bytes: impl Stream<Item = Result<impl AsRef<[u8]>, reqwest::Error>>,
     ) -> impl Stream<Item = Result<Line, HttpError>> {
         let mut buffer = String::new();
