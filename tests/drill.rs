@@ -53,12 +53,14 @@ async fn the_default_incident_at_small_scale() {
         "{primary_errors} requests reached the failing primary"
     );
 
-    // After recovery the primary is back in service: it serves the end of the run.
+    // After recovery the primary is back in service: it serves again before the run ends.
+    // (Its last open lasts at most the cap, 2.4 s at this scale, after the outage's last
+    // failed trial, so it returns between 3.2 s and about 5.7 s of a 6 s run.)
     let last = &report.served_last;
     let by_primary = last.iter().filter(|&&i| i == 0).count();
     assert!(
-        by_primary * 2 > last.len(),
-        "the primary served {by_primary} of the last {} requests",
+        by_primary > 0,
+        "the primary served none of the last {} requests",
         last.len()
     );
     assert!(report
