@@ -144,17 +144,7 @@ async fn isolate(
     name: Result<Path<String>, PathRejection>,
     _: Drained,
 ) -> Response {
-    let name = match name {
-        Ok(Path(name)) => name,
-        Err(rejection) => return error(rejection.status(), rejection.body_text()),
-    };
-    match s.fuse.isolate(&name).await {
-        Ok(()) => {
-            tracing::info!(provider = %name, "provider isolated through the ops endpoint");
-            provider_status(&s, &name)
-        }
-        Err(unknown) => error(StatusCode::NOT_FOUND, unknown.to_string()),
-    }
+    admin_action(&s, name, Action::Isolate).await
 }
 
 async fn reset(
@@ -163,14 +153,34 @@ async fn reset(
     name: Result<Path<String>, PathRejection>,
     _: Drained,
 ) -> Response {
+    admin_action(&s, name, Action::Reset).await
+}
+
+/// An operator action on one provider.
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Isolate,
+    Reset,
+}
+
+/// Runs an admin action and answers with the provider's new status (or why not).
+async fn admin_action(
+    s: &AppState,
+    name: Result<Path<String>, PathRejection>,
+    action: Action,
+) -> Response {
     let name = match name {
         Ok(Path(name)) => name,
         Err(rejection) => return error(rejection.status(), rejection.body_text()),
     };
-    match s.fuse.reset(&name).await {
+    let done = match action {
+        Action::Isolate => s.fuse.isolate(&name).await,
+        Action::Reset => s.fuse.reset(&name).await,
+    };
+    match done {
         Ok(()) => {
-            tracing::info!(provider = %name, "provider reset through the ops endpoint");
-            provider_status(&s, &name)
+            tracing::info!(provider = %name, action = ?action, "admin action through the ops endpoint");
+            provider_status(s, &name)
         }
         Err(unknown) => error(StatusCode::NOT_FOUND, unknown.to_string()),
     }
