@@ -161,16 +161,23 @@ impl Progress {
     }
 }
 
-/// Runs the agents through fusebox. `on_event` sees every event as it happens.
+/// A strategy's empty log, handed to `progress_out` so a progress line can read it live.
+fn new_log(scenario: &Scenario, progress_out: impl FnOnce(Progress)) -> Shared {
+    let log: Shared = Arc::default();
+    lock(&log).report.served_by = vec![0; scenario.providers.len()];
+    progress_out(Progress(log.clone()));
+    log
+}
+
+/// Runs the agents through fusebox, recording every attempt, the circuit states and the
+/// events.
 pub(crate) async fn run_fusebox(
     scenario: &Scenario,
     fuse: Supervisor,
     mocks: Vec<MockLlm>,
     progress_out: impl FnOnce(Progress),
 ) -> Report {
-    let log: Shared = Arc::default();
-    lock(&log).report.served_by = vec![0; scenario.providers.len()];
-    progress_out(Progress(log.clone()));
+    let log = new_log(scenario, progress_out);
     let start = Instant::now();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -296,9 +303,7 @@ pub(crate) async fn run_naive(
     mocks: Vec<MockLlm>,
     progress_out: impl FnOnce(Progress),
 ) -> Report {
-    let log: Shared = Arc::default();
-    lock(&log).report.served_by = vec![0; scenario.providers.len()];
-    progress_out(Progress(log.clone()));
+    let log = new_log(scenario, progress_out);
     let scale = scenario.time_scale;
     let start = Instant::now();
     let attempt_timeout = Duration::from_secs_f64(2.0 * scale);
