@@ -9,8 +9,9 @@
 //! # Lag
 //!
 //! Publishing never waits for subscribers: a call is never slowed by a slow or absent
-//! subscriber. The bus keeps the last `event_capacity` events (1024 by default); a receiver
-//! that falls further behind gets [`RecvError::Lagged(n)`](tokio::sync::broadcast::error::RecvError::Lagged)
+//! subscriber. The bus keeps the last `event_capacity` events (1024 by default; tokio rounds
+//! the capacity up to the next power of two, so 1000 keeps 1024); a receiver that falls
+//! further behind gets [`RecvError::Lagged(n)`](tokio::sync::broadcast::error::RecvError::Lagged)
 //! telling it how many events it missed, then continues from the oldest one still held.
 //! Nothing is dropped silently: after a lag, call `Supervisor::status` to resynchronise
 //! with the current state of every circuit. Each event's `generation` is the provider's

@@ -3,12 +3,16 @@
 
 use std::time::Duration;
 
+use fusebox::config::MAX_DURATION;
 use fusebox::{
     Adaptive, AllOpen, Breaker, Bulkhead, Config, ConfigError, Provider, Route, Scope, Supervisor,
     Tier, Window,
 };
 
 const S: Duration = Duration::from_secs(1);
+/// Just above the longest accepted duration.
+const TOO_LONG: Duration = MAX_DURATION.saturating_add(Duration::from_nanos(1));
+const DAY: Duration = Duration::from_secs(86_400);
 
 fn with_provider(provider: Provider) -> Config {
     Config {
@@ -94,9 +98,11 @@ fn every_rejected_value_gets_an_error_naming_it() {
         ("duplicate provider", Config { providers: vec![Provider::new("a"), Provider::new("a")], ..Config::default() },
          "provider `a` is defined twice"),
         ("zero event capacity", Config { event_capacity: 0, ..with_provider(Provider::new("p")) },
-         "supervisor: event_capacity = 0: must be at least 1 and at most usize::MAX / 2"),
+         "supervisor: event_capacity = 0: must be at least 1 and at most 1048576 (the bus allocates it up front)"),
         ("huge event capacity", Config { event_capacity: usize::MAX, ..with_provider(Provider::new("p")) },
-         &*Box::leak(format!("supervisor: event_capacity = {}: must be at least 1 and at most usize::MAX / 2", usize::MAX).into_boxed_str())),
+         &*Box::leak(format!("supervisor: event_capacity = {}: must be at least 1 and at most 1048576 (the bus allocates it up front)", usize::MAX).into_boxed_str())),
+        ("event capacity one past the limit", Config { event_capacity: (1 << 20) + 1, ..with_provider(Provider::new("p")) },
+         "supervisor: event_capacity = 1048577: must be at least 1 and at most 1048576 (the bus allocates it up front)"),
         ("unhealthy ratio of 0", Config { unhealthy_ratio: 0.0, ..with_provider(Provider::new("p")) },
          "supervisor: unhealthy_ratio = 0: must be in (0, 1]"),
         ("empty route", with_route(Route::new("chat")), "route `chat` lists no providers"),
@@ -109,6 +115,41 @@ fn every_rejected_value_gets_an_error_naming_it() {
          "route `chat`: deadline = 0s: must be longer than zero"),
         ("zero wait", with_route(Route::new("chat").providers(["a"]).when_all_open(AllOpen::Wait(Duration::ZERO))),
          "route `chat`: when_all_open = 0s: must be longer than zero"),
+        // Every duration has an upper limit, MAX_DURATION (365 days).
+        ("open duration of Duration::MAX", with_breaker(Breaker::default().open_for(Duration::MAX)),
+         "provider `p`: breaker.open_for = 18446744073709551615.999999999s: must be at most 365 days (31536000s)"),
+        ("open duration just too long", with_breaker(Breaker::default().open_for(TOO_LONG).max_open_for(TOO_LONG)),
+         "provider `p`: breaker.open_for = 31536000.000000001s: must be at most 365 days (31536000s)"),
+        ("cap too long", with_breaker(Breaker::default().max_open_for(366 * DAY)),
+         "provider `p`: breaker.max_open_for = 31622400s: must be at most 365 days (31536000s)"),
+        ("trial timeout of u64::MAX seconds", with_breaker(Breaker::default().trial_timeout(Duration::from_secs(u64::MAX))),
+         "provider `p`: breaker.trial_timeout = 18446744073709551615s: must be at most 365 days (31536000s)"),
+        ("slow threshold too long", with_breaker(Breaker::default().slow_call(TOO_LONG, 0.5)),
+         "provider `p`: breaker.slow_call = 31536000.000000001s: must be at most 365 days (31536000s)"),
+        ("time window too long", with_breaker(Breaker::default().failure_rate(0.5, Window::Time(1000 * DAY))),
+         "provider `p`: breaker.window = 86400000s: must be at most 365 days (31536000s)"),
+        ("failure rate below the precision", with_breaker(Breaker::default().failure_rate(1e-10, Window::Calls(10))),
+         "provider `p`: breaker.failure_rate = 0.0000000001: must be at least 1e-9 (ratios are kept to the nearest billionth)"),
+        ("slow ratio below the precision", with_breaker(Breaker::default().slow_call(S, 4e-10)),
+         "provider `p`: breaker.slow_call_ratio = 0.0000000004: must be at least 1e-9 (ratios are kept to the nearest billionth)"),
+        ("queue timeout too long", with_provider(Provider::new("p").bulkhead(Bulkhead::new(1).queue(5).queue_timeout(Duration::MAX))),
+         "provider `p`: bulkhead.queue_timeout = 18446744073709551615.999999999s: must be at most 365 days (31536000s)"),
+        ("queue timeout too long without a queue", with_provider(Provider::new("p").bulkhead(Bulkhead::new(1).queue_timeout(TOO_LONG))),
+         "provider `p`: bulkhead.queue_timeout = 31536000.000000001s: must be at most 365 days (31536000s)"),
+        ("call timeout too long", with_provider(Provider::new("p").call_timeout(Duration::MAX)),
+         "provider `p`: call_timeout = 18446744073709551615.999999999s: must be at most 365 days (31536000s)"),
+        ("first chunk timeout too long", with_provider(Provider::new("p").first_chunk_timeout(TOO_LONG)),
+         "provider `p`: first_chunk_timeout = 31536000.000000001s: must be at most 365 days (31536000s)"),
+        ("stall timeout too long", with_provider(Provider::new("p").stall_timeout(TOO_LONG)),
+         "provider `p`: stall_timeout = 31536000.000000001s: must be at most 365 days (31536000s)"),
+        ("adaptive window too long", with_provider(Provider::new("p").adaptive(Adaptive::new(Duration::MAX).tier(Tier::above(0)))),
+         "provider `p`: adaptive.window = 18446744073709551615.999999999s: must be at most 365 days (31536000s)"),
+        ("tier open too long", with_provider(Provider::new("p").adaptive(Adaptive::new(60 * S).tier(Tier::above(10).open_for(TOO_LONG)))),
+         "provider `p`: adaptive.tiers.open_for = 31536000.000000001s: must be at most 365 days (31536000s)"),
+        ("route deadline too long", with_route(Route::new("chat").providers(["a"]).deadline(Duration::MAX)),
+         "route `chat`: deadline = 18446744073709551615.999999999s: must be at most 365 days (31536000s)"),
+        ("wait too long", with_route(Route::new("chat").providers(["a"]).when_all_open(AllOpen::Wait(TOO_LONG))),
+         "route `chat`: when_all_open = 31536000.000000001s: must be at most 365 days (31536000s)"),
         ("duplicate route", Config {
             routes: vec![Route::new("r").providers(["a"]), Route::new("r").providers(["b"])],
             ..with_route(Route::new("x").providers(["a"]))
@@ -159,12 +200,37 @@ fn defaults_and_boundaries_are_accepted() {
                 .bulkhead(Bulkhead::new(1).queue_timeout(Duration::ZERO))
                 .adaptive(Adaptive::default().hysteresis(0.0)),
             Provider::new("rates only").breaker(Breaker::rate_based()),
+            Provider::new("longest")
+                .breaker(
+                    Breaker::consecutive(1)
+                        .failure_rate(1e-9, Window::Time(MAX_DURATION))
+                        .slow_call(MAX_DURATION, 5e-10)
+                        .open_for(MAX_DURATION)
+                        .max_open_for(MAX_DURATION)
+                        .trial_timeout(MAX_DURATION),
+                )
+                .bulkhead(Bulkhead::new(1).queue(1).queue_timeout(MAX_DURATION))
+                .adaptive(Adaptive::new(MAX_DURATION).tier(Tier::above(0).open_for(MAX_DURATION)))
+                .call_timeout(MAX_DURATION)
+                .first_chunk_timeout(MAX_DURATION)
+                .stall_timeout(MAX_DURATION),
         ],
-        routes: vec![Route::new("r").providers(["edges", "defaults"])],
+        routes: vec![
+            Route::new("r").providers(["edges", "defaults"]),
+            Route::new("slowest")
+                .providers(["longest"])
+                .deadline(MAX_DURATION)
+                .when_all_open(AllOpen::Wait(MAX_DURATION)),
+        ],
         event_capacity: 1,
         unhealthy_ratio: 1.0,
     };
     ok.validate().unwrap();
+}
+
+#[test]
+fn the_duration_limit_is_365_days() {
+    assert_eq!(MAX_DURATION, 365 * DAY);
 }
 
 #[tokio::test]

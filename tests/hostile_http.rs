@@ -3,8 +3,11 @@
 //! wrong admin tokens, hundreds of idle connections, and a slow event-stream reader while a
 //! thousand circuit events are produced.
 //!
-//! Every wait is bounded (at most 2 s); every test ends by checking that nothing panicked
-//! anywhere in the process (a panic hook records them, server tasks included).
+//! These tests assert behaviour, not speed: every request is answered (or the connection
+//! closed), none starves. Every wait is bounded by [`WAIT`], a generous 10 s, only so that a
+//! broken server fails a test instead of hanging it; the timings worth knowing are printed
+//! (`--nocapture`), not asserted. Every test ends by checking that nothing panicked anywhere in
+//! the process (a panic hook records them, server tasks included).
 #![cfg(feature = "server")]
 #![allow(clippy::unwrap_used)]
 
@@ -18,8 +21,9 @@ use fusebox::{Breaker, CallError, CircuitState, Provider, Supervisor, Verdict};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-/// The longest any single wait in these tests may take.
-const WAIT: Duration = Duration::from_secs(2);
+/// The longest any single wait may take before the test fails: a bound against hanging, not a
+/// speed goal (a busy machine may be slow; a starved or stuck server never answers).
+const WAIT: Duration = Duration::from_secs(10);
 /// The admin token: long enough that its first and last bytes are far apart.
 const TOKEN: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
 
@@ -86,16 +90,15 @@ fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(WAIT).build().unwrap()
 }
 
-/// `GET /health` with a fresh client: 200 within [`WAIT`].
+/// `GET /health` with a fresh client: answered 200 (within [`WAIT`], or the server stopped
+/// serving).
 async fn assert_serving(addr: SocketAddr) {
-    let started = Instant::now();
     let response = client()
         .get(format!("http://{addr}/health"))
         .send()
         .await
         .unwrap_or_else(|e| panic!("the server stopped serving: {e}"));
     assert_eq!(response.status(), 200);
-    assert!(started.elapsed() < WAIT);
 }
 
 /// What the server answered to `request` (empty if it closed or reset the connection without
@@ -538,6 +541,8 @@ async fn two_hundred_idle_connections_do_not_starve_other_clients() {
         }
         idle.push(stream);
     }
+    // Every request is answered while they stay open (the client's timeout, WAIT, only stops
+    // a starved request from hanging the test).
     let client = client();
     let mut slowest = Duration::ZERO;
     for path in ["/health", "/status", "/metrics"].iter().cycle().take(60) {
@@ -551,7 +556,7 @@ async fn two_hundred_idle_connections_do_not_starve_other_clients() {
         response.bytes().await.unwrap();
         slowest = slowest.max(started.elapsed());
     }
-    assert!(slowest < WAIT, "slowest answer {slowest:?}");
+    eprintln!("60 requests answered with 200 idle connections open, slowest in {slowest:?}");
     // The idle connections are still open (none was refused): the keep-alive ones got their
     // answer.
     for stream in idle.iter_mut().skip(2).step_by(3).take(5) {
@@ -580,7 +585,10 @@ fn rss_bytes() -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_event_reader_never_slows_calls_and_every_missed_event_is_reported() {
     const CAPACITY: usize = 16;
-    const ROUNDS: usize = 500; // an opening and a closing each: 1000 events
+    // An opening and a closing each: 20,000 events, several megabytes of SSE frames, more
+    // than loopback's socket buffers hold (tcp_wmem tops out at 4 MiB), so the stream lags
+    // however fast its task runs.
+    const ROUNDS: usize = 10_000;
     let (fuse, ops) = start(&["slow-sse-a", "slow-sse-b"], CAPACITY).await;
     let addr = ops.addr();
 
@@ -627,6 +635,9 @@ async fn a_slow_event_reader_never_slows_calls_and_every_missed_event_is_reporte
         served
     });
 
+    // The reader reads nothing until every round is done: a call or reset that waited for it
+    // would never complete, and the bound (WAIT) fails the test instead of hanging it. How
+    // fast the rounds go is printed, not asserted.
     let rss_before = rss_bytes();
     let mut slowest = Duration::ZERO;
     for _ in 0..ROUNDS {
@@ -645,7 +656,7 @@ async fn a_slow_event_reader_never_slows_calls_and_every_missed_event_is_reporte
             .await
             .expect("a reset blocked")
             .unwrap();
-        // The other provider's calls are not slowed either.
+        // Nor are the other provider's calls held up.
         let ok = tokio::time::timeout(
             WAIT,
             fuse.call("slow-sse-b", || async { Ok::<_, Verdict>(()) }),
@@ -655,17 +666,15 @@ async fn a_slow_event_reader_never_slows_calls_and_every_missed_event_is_reporte
         assert!(ok.is_ok(), "{ok:?}");
         slowest = slowest.max(started.elapsed());
     }
-    assert!(
-        slowest < Duration::from_millis(500),
-        "slowest round {slowest:?}"
-    );
     let served = others.await.unwrap();
     assert!(served > 0, "no other client was served");
 
-    // Now read everything slowly: every event is either delivered or reported missed.
+    // Now read everything: every event is either delivered or reported missed.
     let expected = 2 * ROUNDS as u64;
     let (mut delivered, mut missed, mut text) = (0u64, 0u64, String::new());
-    let mut buffer = [0u8; 256];
+    // The generations of the events delivered, in order (slow-sse-a's, 1 to 20,000).
+    let mut generations = Vec::new();
+    let mut buffer = vec![0u8; 64 * 1024];
     while delivered + missed < expected {
         let n = tokio::time::timeout(WAIT, reader.read(&mut buffer))
             .await
@@ -686,12 +695,14 @@ async fn a_slow_event_reader_never_slows_calls_and_every_missed_event_is_reporte
                     delivered += 1;
                 }
             } else if let Some(data) = line.strip_prefix("data:") {
-                if let Some(n) = data.trim().strip_prefix("{\"missed\":") {
-                    missed += n.trim_end_matches('}').parse::<u64>().unwrap();
+                let data: serde_json::Value = serde_json::from_str(data.trim()).unwrap();
+                if let Some(n) = data.get("missed") {
+                    missed += n.as_u64().unwrap();
+                } else {
+                    generations.push(data["generation"].as_u64().unwrap());
                 }
             }
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     eprintln!("slow reader: {delivered} events delivered, {missed} reported missed, slowest round {slowest:?}, {served} other requests served");
     assert_eq!(
@@ -703,9 +714,21 @@ async fn a_slow_event_reader_never_slows_calls_and_every_missed_event_is_reporte
         missed > 0,
         "the reader never lagged: the test did not exercise the bound"
     );
+    // After the last lag notice the stream goes on from the oldest event still held, so at
+    // least the bus's capacity of events is delivered, in order, up to the newest.
+    assert_eq!(generations.len() as u64, delivered);
     assert!(
-        delivered as usize <= expected as usize,
-        "{delivered} delivered"
+        delivered >= CAPACITY as u64,
+        "only {delivered} delivered: the events still held after the lag were lost"
+    );
+    assert!(
+        generations.windows(2).all(|w| w[0] < w[1]),
+        "events out of order: {generations:?}"
+    );
+    assert_eq!(
+        generations.last().copied(),
+        Some(expected),
+        "the newest event never arrived"
     );
 
     // Memory: the bus is bounded, the server does not queue events for a slow client. (A

@@ -533,3 +533,115 @@ async fn oversized_and_slow_requests_do_not_take_the_server_down() {
     assert_eq!(code, StatusCode::OK);
     drop(slow);
 }
+
+/// A `GET` on a connection of its own, answered within a generous bound (only so that a
+/// starved server fails the test rather than hanging it).
+async fn get_fresh(addr: std::net::SocketAddr, path: &str) -> reqwest::Response {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        client.get(format!("http://{addr}{path}")).send(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("GET {path} got no answer within 10 s: the server is starved"))
+    .unwrap()
+}
+
+/// The next event frame of an `/events` response, keep-alive comments skipped.
+async fn next_frame(stream: &mut reqwest::Response) -> String {
+    let mut text = String::new();
+    loop {
+        if let Some(end) = text.find("\n\n") {
+            let frame: String = text.drain(..end + 2).collect();
+            if !frame.starts_with(':') {
+                return frame;
+            }
+            continue;
+        }
+        let chunk = stream.chunk().await.unwrap().expect("the stream ended");
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+}
+
+#[tokio::test]
+async fn event_streams_beyond_their_limit_are_refused_and_never_starve_health() {
+    const STREAMS: usize = 4;
+    let fuse = supervisor(&["streams-a", "streams-b"]).await;
+    fuse.isolate("streams-a").await.unwrap(); // half the circuits down: /health is 503
+                                              // A request budget no larger than the stream limit: were the streams to use it up,
+                                              // neither /health nor the refusal of one more stream could be served.
+    let ops = Ops::start(
+        OpsServer::new(fuse.clone())
+            .max_connections(STREAMS)
+            .max_event_streams(STREAMS),
+    )
+    .await;
+    let addr = ops.handle.addr();
+
+    let mut streams = Vec::new();
+    for _ in 0..STREAMS {
+        let stream = get_fresh(addr, "/events").await;
+        assert_eq!(stream.status(), StatusCode::OK);
+        assert_eq!(stream.headers()["content-type"], "text/event-stream");
+        streams.push(stream);
+    }
+
+    // Twice as many again: each one refused, with a reason and a time to retry.
+    for _ in 0..2 * STREAMS {
+        let refused = get_fresh(addr, "/events").await;
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.headers()["retry-after"], "5");
+        assert_eq!(refused.headers()["connection"], "close");
+        assert_eq!(refused.headers()["content-type"], "application/json");
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(
+            body["error"],
+            format!("too many event streams open (at most {STREAMS}); retry later")
+        );
+    }
+
+    // The probes are still answered, and with the truth.
+    for _ in 0..2 * STREAMS {
+        let health = get_fresh(addr, "/health").await;
+        assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body: Value = health.json().await.unwrap();
+        assert_eq!(body["summary"], "1/2 circuits healthy");
+        let status = get_fresh(addr, "/status").await;
+        assert_eq!(status.status(), StatusCode::OK);
+        let body: Value = status.json().await.unwrap();
+        assert_eq!(body[0]["state"], "isolated");
+    }
+
+    // The streams held open are live: each carries the next event.
+    fuse.reset("streams-a").await.unwrap();
+    for stream in &mut streams {
+        let frame = tokio::time::timeout(Duration::from_secs(10), next_frame(stream))
+            .await
+            .expect("no event on a held stream within 10 s");
+        assert!(frame.starts_with("event: llm.circuit_closed"), "{frame:?}");
+    }
+    let (code, _) = ops.get("/health").await;
+    assert_eq!(code, StatusCode::OK);
+
+    // A stream whose client leaves frees its place (the server notices when it next writes:
+    // events are produced until it does).
+    drop(streams.pop());
+    let reopened = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            fuse.isolate("streams-b").await.unwrap();
+            fuse.reset("streams-b").await.unwrap();
+            let response = get_fresh(addr, "/events").await;
+            if response.status() == StatusCode::OK {
+                return response;
+            }
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the place of a closed stream was never freed");
+    assert_eq!(reopened.headers()["content-type"], "text/event-stream");
+}

@@ -578,3 +578,50 @@ async fn an_elapsed_call_timeout_is_a_failure() {
     assert_eq!(state(&fuse), CircuitState::Open);
     assert_eq!(open_retry_after(&fuse, &fake).await, secs(60));
 }
+
+/// Status tells the current run: successes counted on the lock-free path end it at once,
+/// before the actor has handled any message.
+#[tokio::test(start_paused = true)]
+async fn status_counts_lock_free_successes_in_the_current_run() {
+    let fuse = start(Provider::new("p").breaker(Breaker::consecutive(5))).await;
+    fail_times(&fuse, 4).await;
+    assert_eq!(fuse.status()[0].consecutive_failures, 4);
+    call(&fuse, "p", &FakeProvider::new(Step::Ok))
+        .await
+        .unwrap();
+    let status = &fuse.status()[0];
+    assert_eq!(
+        (
+            status.consecutive_failures,
+            status.successful,
+            status.failed
+        ),
+        (0, 1, 4)
+    );
+}
+
+/// A reset forgets: a failure admitted before `reset()` of a closed circuit is counted, but
+/// not in the run after the reset.
+#[tokio::test(start_paused = true)]
+async fn a_failure_admitted_before_a_reset_does_not_count_in_the_run_after_it() {
+    let fuse = start(Provider::new("p").breaker(Breaker::consecutive(2))).await;
+    let fake = FakeProvider::scripted([Step::delay(secs(10), Step::Fail)], Step::Fail);
+    let slow = spawn_call(&fuse, "p", &fake);
+    settle().await;
+    fuse.reset("p").await.unwrap();
+    // One failure after the reset, then the one admitted before it lands.
+    fail_times(&fuse, 1).await;
+    assert!(matches!(
+        slow.await.unwrap(),
+        Err(CallError::Inner(FakeError::Unavailable))
+    ));
+    settle().await;
+    let status = &fuse.status()[0];
+    assert_eq!(
+        (status.state, status.consecutive_failures, status.failed),
+        (CircuitState::Closed, 1, 2),
+        "the stale failure is counted, but not in the run"
+    );
+    fail_times(&fuse, 1).await;
+    assert_eq!(state(&fuse), CircuitState::Open);
+}

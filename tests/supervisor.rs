@@ -9,7 +9,7 @@ use fusebox::{
 };
 use support::{call, drain, secs, settle, spawn_call, FakeProvider, Step};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use tokio::time::Instant;
+use tokio::time::{timeout, Instant};
 
 async fn start(providers: impl IntoIterator<Item = Provider>) -> Supervisor {
     let mut builder = Supervisor::builder();
@@ -246,6 +246,8 @@ async fn unknown_providers_are_named_in_the_error() {
     assert!(fuse.provider("nope").is_none());
 }
 
+/// Publishing never waits for a subscriber: one that reads nothing while the bus is full
+/// loses the oldest events (and is told how many), and every call completes meanwhile.
 #[tokio::test(start_paused = true)]
 async fn a_slow_subscriber_lags_and_never_blocks_a_call() {
     let fuse = Supervisor::builder()
@@ -254,21 +256,37 @@ async fn a_slow_subscriber_lags_and_never_blocks_a_call() {
         .build()
         .await
         .unwrap();
-    let mut events = fuse.subscribe();
+    let mut events = fuse.subscribe(); // not read until every call is done
     let fake = FakeProvider::new(Step::Ok);
-    let t0 = Instant::now();
-    for _ in 0..5 {
-        fuse.isolate("p").await.unwrap();
-        assert!(matches!(
-            call(&fuse, "p", &fake).await,
-            Err(CallError::Isolated { .. })
-        ));
-        fuse.reset("p").await.unwrap();
-        call(&fuse, "p", &fake).await.unwrap();
+    // Nothing here sleeps, so time stands still unless something waits: a call stuck on the
+    // subscriber would leave the runtime idle, the paused clock would jump to the deadline
+    // and the call would fail here instead of hanging the test.
+    let deadline = secs(60);
+    for round in 1..=5 {
+        timeout(deadline, fuse.isolate("p"))
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: isolate waited for the subscriber"))
+            .unwrap();
+        let rejected = timeout(deadline, call(&fuse, "p", &fake))
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: a rejected call waited"));
+        assert!(matches!(rejected, Err(CallError::Isolated { .. })));
+        timeout(deadline, fuse.reset("p"))
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: reset waited for the subscriber"))
+            .unwrap();
+        timeout(deadline, call(&fuse, "p", &fake))
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: a call waited for the subscriber"))
+            .unwrap();
+        if round == 2 {
+            // Four events unread: the bus is full, and the next six are published over them.
+            assert_eq!(events.len(), 4, "the bus is full");
+        }
     }
-    assert_eq!(t0.elapsed(), secs(0), "nothing waited for the subscriber");
     assert_eq!(fuse.status()[0].generation, 10);
 
+    // The subscriber missed the six oldest events and is told so, then gets the four kept.
     assert_eq!(events.recv().await, Err(RecvError::Lagged(6)));
     let generations: Vec<_> = drain(&mut events).iter().map(|e| e.generation).collect();
     assert_eq!(generations, [7, 8, 9, 10], "the newest four are kept");

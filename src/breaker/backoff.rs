@@ -53,7 +53,11 @@ impl Backoff {
         if self.jitter == 0.0 {
             return grown;
         }
-        grown.mul_f64(1.0 - self.jitter * self.next_unit())
+        let factor = 1.0 - self.jitter * self.next_unit();
+        // Not `mul_f64`, which panics when the product does not fit (`Duration::MAX` as
+        // seconds rounds up past `u64::MAX`) or is negative: a jittered duration is never
+        // longer than the grown one, and falls back to it if the float goes wrong.
+        Duration::try_from_secs_f64(grown.as_secs_f64() * factor).map_or(grown, |d| d.min(grown))
     }
 
     /// Forgets the re-opens: the next open lasts the base duration.
@@ -112,6 +116,29 @@ mod tests {
     fn the_first_open_is_never_jittered() {
         let mut b = Backoff::new(MIN, MIN * 10, 0.5, 1);
         assert_eq!(b.first(), MIN);
+    }
+
+    #[test]
+    fn extreme_durations_and_jitter_never_panic() {
+        for base in [
+            Duration::MAX,
+            Duration::from_secs(u64::MAX),
+            Duration::from_nanos(1),
+        ] {
+            for jitter in [0.0, 0.5, 0.999_999, -1.0, 2.0, f64::NAN, f64::INFINITY] {
+                let cap = base.saturating_mul(4);
+                let mut b = Backoff::new(base, cap, jitter, 3);
+                assert_eq!(b.first(), base);
+                for _ in 0..70 {
+                    assert!(b.grow() <= cap);
+                }
+            }
+        }
+        // The largest duration jittered by almost nothing: `mul_f64` would panic here.
+        let mut b = Backoff::new(Duration::MAX, Duration::MAX, 1e-12, 9);
+        for _ in 0..100 {
+            b.grow();
+        }
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The breaker against a small reference model, on random sequences of admissions,
-//! outcomes (every verdict, stale generations, cancellations) and time advances.
+//! outcomes (every verdict, stale epochs, cancellations) and time advances; and the breaker
+//! on extreme durations (settings, hints, elapsed times, clock jumps), where it must never
+//! panic.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::VecDeque;
@@ -8,9 +10,10 @@ use std::time::Duration;
 use proptest::prelude::*;
 use tokio::time::Instant;
 
+use super::time::{deadline_after, FAR_FUTURE};
 use super::window::{CountWindow, Sample, TimeWindow, BUCKETS};
 use super::*;
-use crate::config::Breaker;
+use crate::config::{Breaker, Window, MAX_DURATION};
 use crate::Verdict;
 
 /// The reference: the specification written as plainly as possible, for consecutive-count
@@ -36,6 +39,8 @@ struct Model {
     trial_timeout: Option<Duration>,
     phase: ModelPhase,
     generation: u64,
+    /// The outcome epoch: the generation plus resets of a closed circuit.
+    epoch: u64,
     consecutive: u32,
     reopens: u32,
     last_open: Duration,
@@ -56,6 +61,7 @@ impl Model {
         }
         self.phase = phase;
         self.generation += 1;
+        self.epoch += 1;
         self.consecutive = 0;
     }
 
@@ -86,19 +92,19 @@ impl Model {
         }
     }
 
-    /// Returns Ok((generation, trial id)) or Err(rejecting state).
+    /// Returns Ok((epoch, trial id)) or Err(rejecting state).
     fn admit(&mut self, now: Instant) -> Result<(u64, Option<u64>), CircuitState> {
         self.tick(now);
         let timeout = self.trial_timeout.unwrap_or(self.last_open);
         match &mut self.phase {
-            ModelPhase::Closed => Ok((self.generation, None)),
+            ModelPhase::Closed => Ok((self.epoch, None)),
             ModelPhase::HalfOpen { trials, successes }
                 if trials.len() as u32 + *successes < self.max_trials =>
             {
                 let id = self.next_trial;
                 self.next_trial += 1;
                 trials.push((id, now + timeout));
-                Ok((self.generation, Some(id)))
+                Ok((self.epoch, Some(id)))
             }
             ModelPhase::HalfOpen { .. } => Err(CircuitState::HalfOpen),
             ModelPhase::Open(_) => Err(CircuitState::Open),
@@ -106,7 +112,7 @@ impl Model {
         }
     }
 
-    fn report(&mut self, gen: u64, trial: Option<u64>, outcome: Option<Verdict>, now: Instant) {
+    fn report(&mut self, epoch: u64, trial: Option<u64>, outcome: Option<Verdict>, now: Instant) {
         if let ModelPhase::HalfOpen { trials, .. } = &self.phase {
             if trials.iter().any(|&(_, e)| now >= e) {
                 let d = self.grown();
@@ -119,7 +125,7 @@ impl Model {
             }) if !d.is_zero() => Some(d),
             _ => None,
         };
-        if gen != self.generation {
+        if epoch != self.epoch {
             if let (Some(d), ModelPhase::Open(until)) = (hint, &mut self.phase) {
                 *until = (*until).max(now + d);
             }
@@ -243,7 +249,7 @@ proptest! {
         ops in proptest::collection::vec(op(), 1..300),
     ) {
         let mut now = Instant::now();
-        let mut b = State::new(&cfg, now);
+        let mut b = State::new(&cfg, now).unwrap();
         let mut m = Model {
             threshold: cfg.consecutive.unwrap(),
             base: cfg.open_for,
@@ -253,6 +259,7 @@ proptest! {
             trial_timeout: cfg.trial_timeout,
             phase: ModelPhase::Closed,
             generation: 0,
+            epoch: 0,
             consecutive: 0,
             reopens: 0,
             last_open: cfg.open_for,
@@ -270,13 +277,13 @@ proptest! {
                     let a = b.on_admit(now);
                     let expected = m.admit(now);
                     match (a.decision, expected) {
-                        (Ok(p), Ok((gen, trial))) => {
+                        (Ok(p), Ok((epoch, trial))) => {
                             // Invariant: nothing admitted while open before the deadline.
                             prop_assert!(open_before.is_none());
-                            prop_assert_eq!(p.generation(), gen);
+                            prop_assert_eq!(p.epoch(), epoch);
                             prop_assert_eq!(p.is_trial(), trial.is_some());
                             admitted += 1;
-                            held.push((p, gen, trial));
+                            held.push((p, epoch, trial));
                         }
                         (Err(r), Err(state)) => {
                             prop_assert_eq!(r.state, state);
@@ -289,14 +296,14 @@ proptest! {
                     }
                 }
                 Op::Report(i, outcome, elapsed) if !held.is_empty() => {
-                    let (permit, gen, trial) = held.swap_remove(i % held.len());
-                    let stale = gen != b.generation();
+                    let (permit, epoch, trial) = held.swap_remove(i % held.len());
+                    let stale = epoch != b.epoch();
                     let o = match outcome {
                         Some(verdict) => Outcome::Completed { verdict, elapsed: Duration::from_secs(elapsed) },
                         None => Outcome::Cancelled,
                     };
                     let t = b.on_outcome(permit, o, now);
-                    m.report(gen, trial, outcome, now);
+                    m.report(epoch, trial, outcome, now);
                     reported += 1;
                     if stale {
                         // Invariant: a stale outcome never changes state (only a due trial
@@ -324,6 +331,7 @@ proptest! {
                     m.reopens = 0;
                     if m.phase == ModelPhase::Closed {
                         m.consecutive = 0;
+                        m.epoch += 1;
                     } else {
                         m.go(ModelPhase::Closed);
                     }
@@ -333,6 +341,7 @@ proptest! {
             // The model agrees.
             prop_assert_eq!(b.state(), m.state());
             prop_assert_eq!(b.generation(), m.generation);
+            prop_assert_eq!(b.epoch(), m.epoch);
             if let ModelPhase::Open(until) = m.phase {
                 prop_assert_eq!(b.open_until(), Some(until));
             }
@@ -402,6 +411,297 @@ proptest! {
             let t = w.totals(now);
             prop_assert_eq!(t.calls as usize, live.len());
             prop_assert_eq!(t.failures as usize, live.iter().filter(|s| s.1).count());
+        }
+    }
+}
+
+/// Durations from the degenerate to the absurd, with the limits of validation in between.
+fn extreme() -> impl Strategy<Value = Duration> {
+    prop_oneof![
+        2 => Just(Duration::MAX),
+        2 => Just(Duration::from_secs(u64::MAX)),
+        1 => Just(Duration::from_secs(u64::MAX / 2)),
+        2 => Just(Duration::ZERO),
+        2 => Just(Duration::from_nanos(1)),
+        2 => Just(MAX_DURATION),
+        1 => Just(MAX_DURATION + Duration::from_nanos(1)),
+        1 => Just(FAR_FUTURE),
+        2 => any::<u64>().prop_map(Duration::from_nanos),
+        2 => (any::<u64>(), 0u32..1_000_000_000).prop_map(|(s, n)| Duration::new(s, n)),
+        2 => (0u64..1_000).prop_map(Duration::from_secs),
+    ]
+}
+
+/// Durations that validation accepts, from the shortest to the longest.
+fn valid_extreme() -> impl Strategy<Value = Duration> {
+    prop_oneof![
+        Just(Duration::from_nanos(1)),
+        Just(MAX_DURATION),
+        Just(MAX_DURATION - Duration::from_nanos(1)),
+        (1..=MAX_DURATION.as_nanos() as u64).prop_map(Duration::from_nanos),
+        (1u64..1_000).prop_map(Duration::from_secs),
+    ]
+}
+
+fn extreme_ratio() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        Just(1.0),
+        Just(1e-9),
+        Just(4e-10),
+        Just(0.55),
+        Just(0.0),
+        Just(f64::NAN),
+        (1u32..=100).prop_map(|k| f64::from(k) / 100.0),
+    ]
+}
+
+fn valid_ratio() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        Just(1.0),
+        Just(1e-9),
+        Just(0.55),
+        (1u32..=100).prop_map(|k| f64::from(k) / 100.0),
+    ]
+}
+
+/// Every setting: three times in four at the limits of what validation accepts, otherwise
+/// possibly absurd (and then mostly refused by the constructor).
+fn extreme_config() -> impl Strategy<Value = Breaker> {
+    prop_oneof![
+        3 => config_from(valid_extreme().boxed(), valid_ratio().boxed(), 1),
+        1 => config_from(extreme().boxed(), extreme_ratio().boxed(), 0),
+    ]
+}
+
+fn config_from(
+    duration: BoxedStrategy<Duration>,
+    ratio: BoxedStrategy<f64>,
+    least: u32,
+) -> impl Strategy<Value = Breaker> {
+    (
+        (
+            proptest::option::of(least..4),
+            proptest::option::of(ratio.clone()),
+            prop_oneof![
+                (least..5).prop_map(Window::Calls),
+                duration.clone().prop_map(Window::Time)
+            ],
+            proptest::option::of(least..2),
+            proptest::option::of((duration.clone(), ratio)),
+        ),
+        (
+            duration.clone(),
+            proptest::option::of(duration.clone()),
+            prop_oneof![
+                Just(0.0),
+                Just(0.5),
+                Just(0.999_999_999),
+                Just(1.0 - f64::from(least))
+            ],
+            1u32..4,
+            1u32..4,
+            proptest::option::of(duration),
+        ),
+    )
+        .prop_map(
+            |(
+                (consecutive, rate, window, minimum, slow),
+                (open_for, cap, jitter, max_calls, successes, trial_timeout),
+            )| {
+                let mut b = match consecutive {
+                    Some(n) => Breaker::consecutive(n),
+                    None => Breaker::rate_based(),
+                };
+                if let Some(ratio) = rate {
+                    b = b.failure_rate(ratio, window);
+                }
+                if let Some(n) = minimum {
+                    b = b.minimum_calls(n);
+                }
+                if let Some((threshold, ratio)) = slow {
+                    b = b.slow_call(threshold, ratio);
+                }
+                b = b
+                    .open_for(open_for)
+                    .jitter(jitter)
+                    .half_open_max_calls(max_calls)
+                    .success_threshold(successes.min(max_calls));
+                if let Some(cap) = cap {
+                    b = b.max_open_for(cap.max(open_for));
+                }
+                if let Some(t) = trial_timeout {
+                    b = b.trial_timeout(t);
+                }
+                b
+            },
+        )
+}
+
+fn extreme_verdict() -> impl Strategy<Value = Option<Verdict>> {
+    prop_oneof![
+        3 => Just(Some(Verdict::Success)),
+        3 => Just(Some(Verdict::Failure)),
+        1 => Just(Some(Verdict::Ignored)),
+        1 => Just(Some(Verdict::Isolate)),
+        1 => Just(None),
+        1 => Just(Some(Verdict::RateLimited { retry_after: None })),
+        4 => extreme().prop_map(|d| Some(Verdict::RateLimited { retry_after: Some(d) })),
+    ]
+}
+
+#[derive(Debug, Clone)]
+enum ExtremeOp {
+    Admit,
+    Report(usize, Option<Verdict>, Duration),
+    /// Moves the clock (saturating: the test's own clock must not overflow either).
+    Advance(Duration),
+    /// Moves the clock to the next deadline, if any.
+    ToDeadline,
+    Poll,
+    Isolate,
+    Reset,
+    /// Adaptive thresholds bypass validation: any base open duration.
+    SetThresholds(Option<u32>, Duration),
+}
+
+fn extreme_op() -> impl Strategy<Value = ExtremeOp> {
+    prop_oneof![
+        6 => Just(ExtremeOp::Admit),
+        6 => (any::<usize>(), extreme_verdict(), extreme())
+            .prop_map(|(i, v, e)| ExtremeOp::Report(i, v, e)),
+        2 => extreme().prop_map(ExtremeOp::Advance),
+        2 => Just(ExtremeOp::ToDeadline),
+        1 => Just(ExtremeOp::Poll),
+        1 => Just(ExtremeOp::Isolate),
+        1 => Just(ExtremeOp::Reset),
+        1 => (proptest::option::of(0u32..3), extreme())
+            .prop_map(|(n, d)| ExtremeOp::SetThresholds(n, d)),
+    ]
+}
+
+fn durations_of(cfg: &Breaker) -> Vec<Duration> {
+    let mut all = vec![cfg.open_for];
+    all.extend(cfg.max_open_for);
+    all.extend(cfg.trial_timeout);
+    if cfg.failure_rate.is_some() || cfg.slow_call.is_some() {
+        if let Window::Time(d) = cfg.window {
+            all.push(d);
+        }
+    }
+    all.extend(cfg.slow_call.map(|(d, _)| d));
+    all
+}
+
+/// Checks what must hold after every step, whatever the durations.
+fn check_deadlines(b: &State, now: Instant) -> Result<(), TestCaseError> {
+    match b.state() {
+        CircuitState::Open => {
+            // An open circuit always has a deadline, within the horizon, and reaching it
+            // moves the circuit to half-open.
+            let until = b.next_deadline();
+            prop_assert!(until.is_some() && until == b.open_until());
+            let until = until.unwrap();
+            let retry = b.retry_after(now);
+            prop_assert_eq!(retry, Some(until.saturating_duration_since(now)));
+            prop_assert!(retry.unwrap() <= FAR_FUTURE);
+            prop_assert!(b.open_for() <= FAR_FUTURE);
+            let mut probe = b.clone();
+            let t = probe.poll(until.max(now));
+            prop_assert_eq!(t.map(|t| t.to), Some(CircuitState::HalfOpen));
+        }
+        CircuitState::HalfOpen if b.trials_in_flight() > 0 => {
+            let until = b.next_deadline();
+            prop_assert!(until.is_some());
+            prop_assert!(until.unwrap().saturating_duration_since(now) <= FAR_FUTURE);
+        }
+        CircuitState::Closed | CircuitState::Isolated => {
+            prop_assert_eq!(b.next_deadline(), None);
+            prop_assert_eq!(b.retry_after(now), None);
+        }
+        CircuitState::HalfOpen => {}
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn extreme_durations_never_panic_and_deadlines_stay_sane(
+        cfg in extreme_config(),
+        ops in proptest::collection::vec(extreme_op(), 1..200),
+        seed in any::<u64>(),
+    ) {
+        let mut now = Instant::now();
+        let b = State::with_seed(&cfg, now, seed);
+        // Validation is the first line: no accepted setting is longer than MAX_DURATION.
+        if durations_of(&cfg).iter().any(|&d| d > MAX_DURATION) {
+            prop_assert!(b.is_err(), "accepted {:?}", cfg);
+        }
+        let Ok(mut b) = b else { return Ok(()) };
+        let mut held: Vec<Permit> = Vec::new();
+
+        for op in ops {
+            let before = (b.state(), b.generation(), b.epoch());
+            let transition = match op {
+                ExtremeOp::Admit => {
+                    let a = b.on_admit(now);
+                    match a.decision {
+                        Ok(p) => held.push(p),
+                        Err(r) => {
+                            prop_assert_eq!(r.state == CircuitState::Isolated, r.retry_after.is_none());
+                            if let Some(retry) = r.retry_after {
+                                prop_assert!(retry <= FAR_FUTURE, "{:?}", retry);
+                            }
+                            if r.state == CircuitState::Open {
+                                prop_assert_eq!(r.retry_after, b.retry_after(now));
+                            }
+                        }
+                    }
+                    a.transition
+                }
+                ExtremeOp::Report(i, outcome, elapsed) if !held.is_empty() => {
+                    let permit = held.swap_remove(i % held.len());
+                    let o = match outcome {
+                        Some(verdict) => Outcome::Completed { verdict, elapsed },
+                        None => Outcome::Cancelled,
+                    };
+                    b.on_outcome(permit, o, now)
+                }
+                ExtremeOp::Report(..) => None,
+                ExtremeOp::Advance(d) => {
+                    now = deadline_after(now, d);
+                    None
+                }
+                ExtremeOp::ToDeadline => {
+                    if let Some(deadline) = b.next_deadline() {
+                        now = now.max(deadline);
+                    }
+                    None
+                }
+                ExtremeOp::Poll => b.poll(now),
+                ExtremeOp::Isolate => b.isolate(now),
+                ExtremeOp::Reset => b.reset(now),
+                ExtremeOp::SetThresholds(n, d) => {
+                    b.set_thresholds(n, d);
+                    None
+                }
+            };
+            if let Some(t) = transition {
+                prop_assert_eq!(t.generation, b.generation());
+                prop_assert!(t.open_for.is_some() == (t.to == CircuitState::Open));
+                if let Some(d) = t.open_for {
+                    prop_assert!(d <= FAR_FUTURE, "{:?}", d);
+                }
+            }
+            check_deadlines(&b, now)?;
+            // Generations count transitions; epochs never fall behind them.
+            prop_assert!(b.generation() >= before.1 && b.generation() <= before.1 + 1);
+            prop_assert!(b.epoch() >= before.2);
+            prop_assert!(b.epoch() >= b.generation());
+            let s = b.stats();
+            prop_assert!(s.rate_limited <= s.failed);
+            prop_assert_eq!(s.outstanding(), held.len() as u64);
         }
     }
 }

@@ -6,9 +6,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::backoff::Backoff;
+use super::time::{clamp, deadline_after};
 use super::window::{RateWindow, Sample};
+use super::{ratio_ppb, reaches_ratio};
 use crate::classify::Verdict;
-use crate::config::Breaker;
+use crate::config::{Breaker, Scope};
+use crate::error::ConfigError;
 
 /// How many transitions [`State::history`] keeps.
 pub const HISTORY_LEN: usize = 32;
@@ -119,9 +122,13 @@ pub struct Transition {
 
 /// The right to make one call, handed out by [`State::on_admit`] and given back with its
 /// outcome to [`State::on_outcome`].
+///
+/// It carries the [outcome epoch](State::epoch) it was admitted under: reported under a later
+/// epoch (after a transition, or a reset of a closed circuit), its outcome is stale and only
+/// updates the statistics.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Permit {
-    generation: u64,
+    epoch: u64,
     trial: Option<u64>,
     /// Admitted outside [`State::on_admit`] (the provider's lock-free path for closed
     /// circuits), so not yet in [`Stats::total`].
@@ -130,10 +137,10 @@ pub struct Permit {
 
 impl Permit {
     /// A permit for a call admitted while closed without asking the state machine (the
-    /// lock-free path), under the generation the caller read.
-    pub(crate) fn closed(generation: u64) -> Self {
+    /// lock-free path), under the [epoch](State::epoch) the caller read.
+    pub(crate) fn closed(epoch: u64) -> Self {
         Permit {
-            generation,
+            epoch,
             trial: None,
             external: true,
         }
@@ -143,15 +150,15 @@ impl Permit {
     /// was never processed).
     pub(crate) fn duplicate(&self) -> Permit {
         Permit {
-            generation: self.generation,
+            epoch: self.epoch,
             trial: self.trial,
             external: self.external,
         }
     }
 
-    /// The generation the call was admitted under.
-    pub fn generation(&self) -> u64 {
-        self.generation
+    /// The [outcome epoch](State::epoch) the call was admitted under.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Whether the call is a half-open trial.
@@ -262,7 +269,7 @@ struct Trial {
 /// use fusebox::{Breaker, Verdict};
 ///
 /// let t0 = Instant::now();
-/// let mut breaker = State::new(&Breaker::consecutive(2), t0);
+/// let mut breaker = State::new(&Breaker::consecutive(2), t0)?;
 /// let failure = Outcome::Completed { verdict: Verdict::Failure, elapsed: Duration::ZERO };
 /// for _ in 0..2 {
 ///     let permit = breaker.on_admit(t0).decision.unwrap();
@@ -271,14 +278,31 @@ struct Trial {
 /// assert_eq!(breaker.state(), CircuitState::Open);
 /// let rejected = breaker.on_admit(t0 + Duration::from_secs(1)).decision.unwrap_err();
 /// assert_eq!(rejected.retry_after, Some(Duration::from_secs(59)));
+/// # Ok::<(), fusebox::ConfigError>(())
+/// ```
+///
+/// Invalid settings are refused, not left to fail later:
+///
+/// ```
+/// use tokio::time::Instant;
+/// use fusebox::breaker::State;
+/// use fusebox::{Breaker, Window};
+///
+/// let empty_window = Breaker::rate_based().failure_rate(0.5, Window::Calls(0));
+/// let err = State::new(&empty_window, Instant::now()).unwrap_err();
+/// assert_eq!(err.field(), Some("breaker.window"));
 /// ```
 #[derive(Debug, Clone)]
 pub struct State {
     phase: Phase,
     generation: u64,
+    /// The outcome epoch: bumped with every transition and by a reset of a closed circuit.
+    epoch: u64,
     consecutive_threshold: Option<u32>,
-    failure_rate: Option<f64>,
-    slow_call: Option<(Duration, f64)>,
+    /// The failure-rate threshold, in parts per billion.
+    failure_rate: Option<u64>,
+    /// The slow-call threshold and the slow-call rate threshold, in parts per billion.
+    slow_call: Option<(Duration, u64)>,
     minimum_calls: u32,
     half_open_max_calls: u32,
     success_threshold: u32,
@@ -296,23 +320,36 @@ pub struct State {
 }
 
 impl State {
-    /// A closed breaker with the given settings. The settings are assumed valid (see
-    /// [`Provider::validate`](crate::Provider::validate)).
-    pub fn new(config: &Breaker, now: Instant) -> Self {
+    /// A closed breaker with the given settings.
+    ///
+    /// # Errors
+    ///
+    /// The first invalid setting, as [`Provider::validate`](crate::Provider::validate) would
+    /// report it. A `Breaker` alone has no provider name, so the error's scope is
+    /// `Scope::Provider("")`.
+    pub fn new(config: &Breaker, now: Instant) -> Result<Self, ConfigError> {
         Self::with_seed(config, now, 0x9E37_79B9_7F4A_7C15)
     }
 
     /// Like [`new`](Self::new), with the seed of the jitter's random source (give each
     /// provider its own, so that their re-opens do not line up).
-    pub fn with_seed(config: &Breaker, now: Instant, seed: u64) -> Self {
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    pub fn with_seed(config: &Breaker, now: Instant, seed: u64) -> Result<Self, ConfigError> {
+        config.validate(&Scope::Provider(String::new()))?;
         let window = (config.failure_rate.is_some() || config.slow_call.is_some())
             .then(|| RateWindow::new(config.window, now));
-        State {
+        Ok(State {
             phase: Phase::Closed,
             generation: 0,
+            epoch: 0,
             consecutive_threshold: config.consecutive,
-            failure_rate: config.failure_rate,
-            slow_call: config.slow_call,
+            failure_rate: config.failure_rate.map(ratio_ppb),
+            slow_call: config
+                .slow_call
+                .map(|(threshold, ratio)| (threshold, ratio_ppb(ratio))),
             minimum_calls: config.effective_minimum_calls(),
             half_open_max_calls: config.half_open_max_calls,
             success_threshold: config.success_threshold,
@@ -330,7 +367,7 @@ impl State {
             next_trial: 0,
             stats: Stats::default(),
             history: VecDeque::with_capacity(HISTORY_LEN),
-        }
+        })
     }
 
     /// The current state.
@@ -343,9 +380,17 @@ impl State {
         }
     }
 
-    /// The current generation: how many transitions have happened.
+    /// The current generation: how many transitions have happened (the number events
+    /// carry; it has no gaps).
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The outcome epoch: the transition [generation](Self::generation) plus the resets of a
+    /// closed circuit. Every [`Permit`] carries the epoch it was admitted under; a permit from
+    /// an older epoch is stale, and its outcome only updates the statistics.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// The open deadline, while open.
@@ -443,7 +488,7 @@ impl State {
         let transition = self.poll(now);
         let decision = match &mut self.phase {
             Phase::Closed => Ok(Permit {
-                generation: self.generation,
+                epoch: self.epoch,
                 trial: None,
                 external: false,
             }),
@@ -455,10 +500,10 @@ impl State {
                 let timeout = self.trial_timeout.unwrap_or(self.last_open_for);
                 trials.push(Trial {
                     id,
-                    expires: now + timeout,
+                    expires: deadline_after(now, timeout),
                 });
                 Ok(Permit {
-                    generation: self.generation,
+                    epoch: self.epoch,
                     trial: Some(id),
                     external: false,
                 })
@@ -494,9 +539,10 @@ impl State {
 
     /// Reports how an admitted call ended.
     ///
-    /// Statistics always count it. Only an outcome admitted under the current generation can
-    /// change state; an older one (a call that started before the last transition) never
-    /// does, except that a `Retry-After` hint still pushes an open deadline later.
+    /// Statistics always count it. Only an outcome admitted under the current
+    /// [epoch](Self::epoch) can change state; an older one (a call that started before the
+    /// last transition or reset) never does, except that a `Retry-After` hint still pushes an
+    /// open deadline later.
     pub fn on_outcome(
         &mut self,
         permit: Permit,
@@ -507,14 +553,15 @@ impl State {
         self.stats.total += u64::from(permit.external);
         self.stats.external += u64::from(permit.external);
         let sample = self.count(outcome, now);
+        let stale = permit.epoch != self.epoch;
         if let Phase::HalfOpen { trials, .. } = &mut self.phase {
-            if permit.generation == self.generation {
+            if !stale {
                 trials.retain(|t| Some(t.id) != permit.trial);
             }
         }
-        if permit.generation != self.generation {
+        if stale {
             if let (Some(d), Phase::Open { until }) = (rate_limit_hint(outcome), &mut self.phase) {
-                *until = (*until).max(now + d);
+                *until = (*until).max(deadline_after(now, d));
             }
             return expired;
         }
@@ -528,7 +575,7 @@ impl State {
         match self.phase {
             Phase::Closed => self.closed_outcome(verdict, sample, now),
             Phase::HalfOpen { .. } => self.trial_outcome(verdict, sample, now),
-            // Nothing is admitted under the generation of an open or isolated phase.
+            // Nothing is admitted under the epoch of an open or isolated phase.
             Phase::Open { .. } | Phase::Isolated => None,
         }
     }
@@ -570,10 +617,13 @@ impl State {
     }
 
     /// Closes the circuit from any state and forgets its failures and re-opens. No
-    /// transition if already closed (the counts are still cleared).
+    /// transition if already closed: the counts are still cleared, and the
+    /// [epoch](Self::epoch) moves on, so calls admitted before the reset do not count in the
+    /// run after it.
     pub fn reset(&mut self, now: Instant) -> Option<Transition> {
         self.backoff.reset();
         if matches!(self.phase, Phase::Closed) {
+            self.epoch += 1;
             self.clear_counts();
             return None;
         }
@@ -623,13 +673,13 @@ impl State {
             Verdict::RateLimited {
                 retry_after: Some(d),
             } if !d.is_zero() => {
-                self.consecutive += 1;
+                self.consecutive = self.consecutive.saturating_add(1);
                 return Some(self.open(Cause::RateLimited, self.consecutive, d, now));
             }
             _ => {}
         }
         self.consecutive = if sample.failed {
-            self.consecutive + 1
+            self.consecutive.saturating_add(1)
         } else {
             0
         };
@@ -649,15 +699,14 @@ impl State {
         if totals.calls < u64::from(self.minimum_calls) {
             return None;
         }
-        let calls = totals.calls as f64;
         let cause = if self
             .failure_rate
-            .is_some_and(|ratio| totals.failures as f64 >= ratio * calls)
+            .is_some_and(|ppb| reaches_ratio(totals.failures, totals.calls, ppb))
         {
             Cause::FailureRate
         } else if self
             .slow_call
-            .is_some_and(|(_, ratio)| totals.slow as f64 >= ratio * calls)
+            .is_some_and(|(_, ppb)| reaches_ratio(totals.slow, totals.calls, ppb))
         {
             Cause::SlowCallRate
         } else {
@@ -717,11 +766,13 @@ impl State {
         open_for: Duration,
         now: Instant,
     ) -> Transition {
+        // However long the setting or the hint, the open ends within the breaker's horizon.
+        let open_for = clamp(open_for);
         self.open_failures = failures;
         self.last_open_for = open_for;
         let mut transition = self.transition(
             Phase::Open {
-                until: now + open_for,
+                until: deadline_after(now, open_for),
             },
             cause,
             now,
@@ -738,6 +789,7 @@ impl State {
         let from = self.state();
         self.phase = to;
         self.generation += 1;
+        self.epoch += 1;
         if matches!(self.phase, Phase::Closed) {
             self.clear_counts();
         } else {

@@ -32,7 +32,7 @@ impl Rig {
     fn new(config: Breaker) -> Self {
         let now = Instant::now();
         Rig {
-            b: State::new(&config, now),
+            b: State::new(&config, now).expect("valid breaker settings"),
             now,
         }
     }
@@ -659,4 +659,259 @@ fn circuit_state_names_and_gauges() {
     let gauges: Vec<u8> = all.iter().map(|s| s.as_gauge()).collect();
     assert_eq!(gauges, [0, 1, 2, 3]);
     assert_eq!(CircuitState::HalfOpen.to_string(), "half_open");
+}
+
+// --- Constructors validate -------------------------------------------------------------
+
+#[test]
+fn constructors_refuse_invalid_settings() {
+    let now = Instant::now();
+    let empty_window = Breaker::rate_based().failure_rate(0.5, Window::Calls(0));
+    let err = State::new(&empty_window, now).unwrap_err();
+    assert_eq!(err.field(), Some("breaker.window"));
+    match &err {
+        crate::ConfigError::InvalidValue { scope, .. } => {
+            assert_eq!(*scope, crate::Scope::Provider(String::new()));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let err = State::with_seed(&Breaker::default().open_for(Duration::MAX), now, 7).unwrap_err();
+    assert_eq!(err.field(), Some("breaker.open_for"));
+    assert!(State::with_seed(&Breaker::default(), now, 7).is_ok());
+}
+
+// --- No duration overflows ---------------------------------------------------------------
+
+const HUGE: [Duration; 3] = [
+    Duration::MAX,
+    Duration::from_secs(u64::MAX),
+    Duration::from_secs(u64::MAX / 2),
+];
+
+#[test]
+fn a_huge_rate_limit_hint_saturates_the_deadline() {
+    for huge in HUGE {
+        let mut r = Rig::new(Breaker::default());
+        let t = r
+            .call(done(Verdict::RateLimited {
+                retry_after: Some(huge),
+            }))
+            .unwrap();
+        assert_eq!(t.to, CircuitState::Open);
+        let until = r.b.open_until().unwrap();
+        assert!(until > r.now + MAX_OPEN_CHECK, "{huge:?}");
+        assert_eq!(t.open_for, Some(until - r.now));
+        let retry = r.reject().retry_after.unwrap();
+        assert_eq!(retry, until - r.now);
+        // The deadline still fires, and the trial's default timeout (the last open) too.
+        r.now = until;
+        let trial = r.admit();
+        assert!(trial.is_trial());
+        let expires = r.b.next_deadline().unwrap();
+        assert!(expires > r.now);
+        assert!(r.b.poll(expires).is_some());
+    }
+}
+
+/// Comfortably above any validated setting: the saturated deadline is far away.
+const MAX_OPEN_CHECK: Duration = Duration::from_secs(3650 * 86_400);
+
+#[test]
+fn a_huge_hint_on_a_stale_outcome_or_a_trial_saturates() {
+    for huge in HUGE {
+        let mut r = Rig::new(Breaker::default());
+        let stale = r.admit();
+        r.call(done(Verdict::RateLimited {
+            retry_after: Some(30 * S),
+        }));
+        let hint = done(Verdict::RateLimited {
+            retry_after: Some(huge),
+        });
+        assert_eq!(r.b.on_outcome(stale, hint, r.now), None);
+        assert!(r.b.open_until().unwrap() > r.now + MAX_OPEN_CHECK);
+
+        let mut r = Rig::new(Breaker::default());
+        r.fail_n(5);
+        r.advance(60 * S);
+        let t = r.call(hint).unwrap();
+        assert_eq!(
+            (t.from, t.cause),
+            (CircuitState::HalfOpen, Cause::RateLimited)
+        );
+        assert!(r.b.retry_after(r.now).unwrap() > MAX_OPEN_CHECK);
+    }
+}
+
+#[test]
+fn a_huge_base_open_duration_from_adaptive_thresholds_saturates() {
+    for huge in HUGE {
+        let mut r = Rig::new(Breaker::consecutive(1).jitter(0.5));
+        r.b.set_thresholds(Some(1), huge);
+        let t = r.fail_n(1).unwrap();
+        let until = r.b.open_until().unwrap();
+        assert_eq!(t.open_for, Some(until - r.now));
+        // Half-open, the trial times out (after the saturated open), and the grown,
+        // jittered re-open saturates too.
+        r.now = until;
+        let _hung = r.admit();
+        let expires = r.b.next_deadline().unwrap();
+        r.now = expires;
+        let t = r.b.poll(r.now).unwrap();
+        assert_eq!(t.cause, Cause::TrialTimedOut);
+        assert!(r.b.open_until().unwrap() > r.now);
+    }
+}
+
+#[test]
+fn the_longest_valid_settings_do_not_overflow() {
+    let max = crate::config::MAX_DURATION;
+    let mut r = Rig::new(
+        Breaker::consecutive(1)
+            .failure_rate(0.5, Window::Time(max))
+            .slow_call(max, 0.5)
+            .open_for(max)
+            .max_open_for(max)
+            .trial_timeout(max),
+    );
+    r.fail_n(1);
+    for _ in 0..10 {
+        // A failed trial, then a hung one, each re-opening for the (capped) longest.
+        r.now = r.b.next_deadline().unwrap();
+        assert_eq!(
+            r.call(done(Verdict::Failure)).unwrap().cause,
+            Cause::TrialFailed
+        );
+        r.now = r.b.next_deadline().unwrap();
+        let _hung = r.admit();
+        r.now = r.b.next_deadline().unwrap();
+        assert_eq!(r.b.poll(r.now).unwrap().cause, Cause::TrialTimedOut);
+        assert!(r.b.open_for() <= max);
+    }
+}
+
+// --- Ratios are compared exactly ------------------------------------------------------------
+
+#[test]
+fn every_two_decimal_ratio_trips_exactly_at_its_threshold() {
+    for k in 1..=100u64 {
+        let ppb = ratio_ppb(k as f64 / 100.0);
+        assert_eq!(ppb, k * 10_000_000, "{k}/100");
+        for n in 1..=1000u64 {
+            let f = (k * n).div_ceil(100);
+            assert!(reaches_ratio(f, n, ppb), "{f} of {n} at {k}%");
+            assert!(!reaches_ratio(f - 1, n, ppb), "{} of {n} at {k}%", f - 1);
+        }
+    }
+}
+
+/// Drives a `State` to `n - 1` calls in a `Window::Calls(n)` with `f - 1` failures, then
+/// reports the `n`-th: a failure (f of n) must trip, a success (f - 1 of n) must not.
+fn trips_at(n: u32, k: u32) {
+    let ratio = f64::from(k) / 100.0;
+    let f = (k * n).div_ceil(100);
+    let cfg = Breaker::rate_based()
+        .failure_rate(ratio, Window::Calls(n))
+        .minimum_calls(n);
+    let mut r = Rig::new(cfg.clone());
+    for _ in 0..n - f {
+        assert_eq!(r.call(done(Verdict::Success)), None);
+    }
+    for _ in 1..f {
+        assert_eq!(r.call(done(Verdict::Failure)), None);
+    }
+    let mut other = Rig {
+        b: r.b.clone(),
+        now: r.now,
+    };
+    let t = r.call(done(Verdict::Failure));
+    assert_eq!(
+        t.map(|t| (t.cause, t.failures)),
+        Some((Cause::FailureRate, f)),
+        "{f} of {n} at {ratio}"
+    );
+    if f > 1 || n > 1 {
+        assert_eq!(
+            other.call(done(Verdict::Success)),
+            None,
+            "{} of {n} at {ratio}",
+            f - 1
+        );
+    }
+}
+
+#[test]
+fn a_failure_rate_equal_to_the_threshold_trips() {
+    // 0.55 * 100.0 == 55.000000000000007 in floats: 55 failures of 100 did not trip.
+    trips_at(100, 55);
+    // Every small window and a few large ones, at every two-decimal ratio (the comparison
+    // itself is checked for every window up to 1000 above).
+    for n in (1..=200).chain([499, 500, 999, 1000]) {
+        for k in 1..=100 {
+            trips_at(n, k);
+        }
+    }
+}
+
+#[test]
+fn a_slow_call_rate_equal_to_the_threshold_trips() {
+    let mut r = Rig::new(
+        Breaker::rate_based()
+            .slow_call(S, 0.55)
+            .failure_rate(1.0, Window::Calls(100))
+            .minimum_calls(100),
+    );
+    for _ in 0..45 {
+        assert_eq!(r.call(slow(Verdict::Success, S)), None);
+    }
+    for _ in 0..54 {
+        assert_eq!(r.call(slow(Verdict::Success, 2 * S)), None);
+    }
+    let t = r.call(slow(Verdict::Success, 2 * S)).unwrap();
+    assert_eq!(t.cause, Cause::SlowCallRate);
+}
+
+// --- Outcome epochs ----------------------------------------------------------------------
+
+#[test]
+fn a_call_admitted_before_a_reset_of_a_closed_circuit_does_not_count_after_it() {
+    let mut r = Rig::new(Breaker::consecutive(2));
+    let early = r.admit();
+    assert_eq!(r.b.reset(r.now), None, "closed: no transition");
+    assert_eq!((r.b.generation(), r.b.epoch()), (0, 1));
+    assert_eq!(early.epoch(), 0);
+    assert_eq!(r.b.on_outcome(early, done(Verdict::Failure), r.now), None);
+    assert_eq!(r.b.consecutive_failures(), 0);
+    assert_eq!(r.b.stats().failed, 1, "still counted in the statistics");
+    // It did not count towards the next run either: one fresh failure does not trip.
+    assert_eq!(r.fail_n(1), None);
+    assert!(r.fail_n(1).is_some());
+}
+
+#[test]
+fn a_rate_window_forgets_calls_admitted_before_a_reset() {
+    let mut r = Rig::new(Breaker::rate_based().failure_rate(0.5, Window::Calls(2)));
+    let early = [r.admit(), r.admit()];
+    r.b.reset(r.now);
+    for p in early {
+        assert_eq!(r.b.on_outcome(p, done(Verdict::Failure), r.now), None);
+    }
+    assert_eq!(r.call(done(Verdict::Success)), None);
+    assert_eq!(r.state(), CircuitState::Closed);
+}
+
+#[test]
+fn epochs_follow_transitions_and_closed_resets() {
+    let mut r = Rig::new(Breaker::consecutive(1));
+    r.fail_n(1);
+    assert_eq!((r.b.generation(), r.b.epoch()), (1, 1));
+    r.b.reset(r.now);
+    assert_eq!((r.b.generation(), r.b.epoch()), (2, 2));
+    r.b.reset(r.now);
+    assert_eq!((r.b.generation(), r.b.epoch()), (2, 3));
+    assert_eq!(r.admit().epoch(), 3);
+    r.b.isolate(r.now);
+    assert_eq!((r.b.generation(), r.b.epoch()), (3, 4));
+    // Event generations have no gaps.
+    let gens: Vec<u64> = r.b.history().map(|t| t.generation).collect();
+    assert_eq!(gens, [1, 2, 3]);
 }

@@ -167,9 +167,10 @@ impl TimeWindow {
         for step in 1..=steps {
             let e = epoch - steps + step;
             let bucket = &mut self.buckets[(e % BUCKETS as u64) as usize];
-            self.totals.calls -= bucket.totals.calls;
-            self.totals.failures -= bucket.totals.failures;
-            self.totals.slow -= bucket.totals.slow;
+            // Saturating, like `record_n`: the sums are exact below `u64::MAX` calls.
+            self.totals.calls = self.totals.calls.saturating_sub(bucket.totals.calls);
+            self.totals.failures = self.totals.failures.saturating_sub(bucket.totals.failures);
+            self.totals.slow = self.totals.slow.saturating_sub(bucket.totals.slow);
             *bucket = Bucket {
                 epoch: e,
                 totals: Totals::default(),
@@ -187,12 +188,13 @@ impl TimeWindow {
         let (failures, slow) = (n * u64::from(sample.failed), n * u64::from(sample.slow));
         let bucket = &mut self.buckets[(self.latest % BUCKETS as u64) as usize];
         bucket.epoch = self.latest;
-        bucket.totals.calls += n;
-        bucket.totals.failures += failures;
-        bucket.totals.slow += slow;
-        self.totals.calls += n;
-        self.totals.failures += failures;
-        self.totals.slow += slow;
+        // `n` comes from a counter of folded successes: saturate rather than overflow.
+        bucket.totals.calls = bucket.totals.calls.saturating_add(n);
+        bucket.totals.failures = bucket.totals.failures.saturating_add(failures);
+        bucket.totals.slow = bucket.totals.slow.saturating_add(slow);
+        self.totals.calls = self.totals.calls.saturating_add(n);
+        self.totals.failures = self.totals.failures.saturating_add(failures);
+        self.totals.slow = self.totals.slow.saturating_add(slow);
     }
 
     fn clear(&mut self) {
@@ -260,6 +262,28 @@ mod tests {
         w.record(FAIL, t0);
         w.record(OK, t0 + Duration::from_secs(3600));
         assert_eq!((w.totals.calls, w.totals.failures), (1, 0));
+    }
+
+    #[test]
+    fn time_windows_of_extreme_sizes_and_counts_never_panic() {
+        let t0 = Instant::now();
+        for d in [
+            Duration::MAX,
+            Duration::from_secs(u64::MAX),
+            Duration::from_nanos(1),
+            Duration::ZERO,
+        ] {
+            let mut w = RateWindow::new(Window::Time(d), t0);
+            w.record_many(OK, u64::MAX, t0);
+            w.record_many(FAIL, u64::MAX, t0);
+            w.record(FAIL, t0 + Duration::from_secs(1));
+            let totals = w.totals(t0 + Duration::from_secs(3600));
+            assert!(totals.failures <= totals.calls, "{d:?}: {totals:?}");
+            // Before the origin: counted in the first bucket, no underflow.
+            let mut w = RateWindow::new(Window::Time(d), t0 + Duration::from_secs(10));
+            w.record(FAIL, t0);
+            assert_eq!(w.totals(t0).calls, 1);
+        }
     }
 
     #[test]

@@ -33,6 +33,10 @@ impl Default for Window {
 /// through (half-open), closes after enough of them succeed and re-opens, for longer, when
 /// one fails.
 ///
+/// Every duration setting must be at most [`MAX_DURATION`](super::MAX_DURATION) (365 days);
+/// longer ones are rejected by validation. Durations that do not come from configuration (a
+/// provider's `Retry-After` hint) saturate instead: no deadline overflows.
+///
 /// # Examples
 ///
 /// ```
@@ -104,6 +108,9 @@ impl Breaker {
     /// window holds [`minimum_calls`](Self::minimum_calls). Catches partial outages where every
     /// other call fails, which never produces a run of consecutive failures.
     ///
+    /// The comparison is exact: `ratio` is rounded once to the nearest billionth, and a rate
+    /// equal to it trips (0.55 trips at 55 failures of 100 calls).
+    ///
     /// Disabled by default.
     pub fn failure_rate(mut self, ratio: f64, window: Window) -> Self {
         self.failure_rate = Some(ratio);
@@ -121,7 +128,8 @@ impl Breaker {
 
     /// Also trips when at least `ratio` (in `(0, 1]`) of the calls in the window took longer
     /// than `threshold`, successful or not. Uses the window given to
-    /// [`failure_rate`](Self::failure_rate), or the last 100 calls.
+    /// [`failure_rate`](Self::failure_rate), or the last 100 calls. Compared exactly, like
+    /// the failure rate.
     ///
     /// Disabled by default. While half-open, a trial slower than `threshold` counts as a
     /// failed trial.
@@ -219,7 +227,7 @@ impl Breaker {
             check::positive(scope, "breaker.consecutive", n)?;
         }
         if let Some(ratio) = self.failure_rate {
-            check::ratio(scope, "breaker.failure_rate", ratio)?;
+            rate_ratio(scope, "breaker.failure_rate", ratio)?;
         }
         if self.failure_rate.is_some() || self.slow_call.is_some() {
             match self.window {
@@ -249,7 +257,7 @@ impl Breaker {
         }
         if let Some((threshold, ratio)) = self.slow_call {
             check::nonzero(scope, "breaker.slow_call", threshold)?;
-            check::ratio(scope, "breaker.slow_call_ratio", ratio)?;
+            rate_ratio(scope, "breaker.slow_call_ratio", ratio)?;
         }
         check::nonzero(scope, "breaker.open_for", self.open_for)?;
         if let Some(cap) = self.max_open_for {
@@ -261,6 +269,7 @@ impl Breaker {
                     "must not be below breaker.open_for",
                 ));
             }
+            check::at_most_max(scope, "breaker.max_open_for", cap)?;
         }
         if !(0.0..1.0).contains(&self.jitter) {
             return Err(ConfigError::invalid(
@@ -289,4 +298,21 @@ impl Breaker {
         }
         Ok(())
     }
+}
+
+/// A rate threshold: in `(0, 1]`, and not below the precision rates are compared at (the
+/// breaker keeps ratios in parts per billion, see
+/// [`RATIO_SCALE`](crate::breaker::RATIO_SCALE)), where it would round to zero and trip on
+/// no failures at all.
+fn rate_ratio(scope: &Scope, field: &'static str, ratio: f64) -> Result<(), ConfigError> {
+    check::ratio(scope, field, ratio)?;
+    if crate::breaker::ratio_ppb(ratio) == 0 {
+        return Err(ConfigError::invalid(
+            scope,
+            field,
+            ratio,
+            "must be at least 1e-9 (ratios are kept to the nearest billionth)",
+        ));
+    }
+    Ok(())
 }

@@ -69,6 +69,7 @@ impl Bulkhead {
         if self.queue > 0 {
             check::nonzero(scope, "bulkhead.queue_timeout", self.queue_timeout)?;
         }
+        check::at_most_max(scope, "bulkhead.queue_timeout", self.queue_timeout)?;
         Ok(())
     }
 }

@@ -25,6 +25,18 @@ pub use crate::error::Scope;
 /// The default capacity of the event bus.
 pub const DEFAULT_EVENT_CAPACITY: usize = 1024;
 
+/// The longest duration any setting accepts: 365 days.
+///
+/// Every configured duration (open durations and their cap, timeouts, windows, deadlines,
+/// waits) above it is rejected by [`Config::validate`] with a [`ConfigError`] naming the
+/// field, so that no setting can overflow the clock arithmetic built on it.
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(365 * 86_400);
+
+/// The largest `event_capacity` accepted: 2^20 events. The bus allocates its whole capacity
+/// when it is created, so a larger value would abort the process on allocation rather than
+/// fail with an error.
+pub const MAX_EVENT_CAPACITY: usize = 1 << 20;
+
 /// A whole supervisor's configuration: its providers, its routes and its event bus.
 ///
 /// Built by `Supervisor::builder()` or loaded from TOML with [`Config::from_toml_str`].
@@ -64,12 +76,12 @@ impl Config {
     /// The first problem found, as a [`ConfigError`] that names it.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let top = Scope::Supervisor;
-        if self.event_capacity == 0 || self.event_capacity > usize::MAX / 2 {
+        if self.event_capacity == 0 || self.event_capacity > MAX_EVENT_CAPACITY {
             return Err(ConfigError::invalid(
                 &top,
                 "event_capacity",
                 self.event_capacity,
-                "must be at least 1 and at most usize::MAX / 2",
+                "must be at least 1 and at most 1048576 (the bus allocates it up front)",
             ));
         }
         check::ratio(&top, "unhealthy_ratio", self.unhealthy_ratio)?;
@@ -107,6 +119,7 @@ pub(crate) mod check {
         Ok(())
     }
 
+    /// Longer than zero and at most [`MAX_DURATION`](super::MAX_DURATION).
     pub(crate) fn nonzero(
         scope: &Scope,
         field: &'static str,
@@ -118,6 +131,24 @@ pub(crate) mod check {
                 field,
                 "0s",
                 "must be longer than zero",
+            ));
+        }
+        at_most_max(scope, field, d)
+    }
+
+    /// At most [`MAX_DURATION`](super::MAX_DURATION) (zero allowed).
+    pub(crate) fn at_most_max(
+        scope: &Scope,
+        field: &'static str,
+        d: Duration,
+    ) -> Result<(), ConfigError> {
+        if d > super::MAX_DURATION {
+            // In seconds: exact, and not in humantime's 365.25-day years.
+            return Err(ConfigError::invalid(
+                scope,
+                field,
+                format!("{d:?}"),
+                "must be at most 365 days (31536000s)",
             ));
         }
         Ok(())

@@ -4,16 +4,33 @@
 //! trial's outcome, a slow call. It folds in the successes the lock-free path counted,
 //! feeds the pure breaker, re-publishes the gate, emits events and schedules its next timer.
 //! Every message is a `tell` with a oneshot reply where one is needed, so a caller that is
-//! dropped mid-wait never strands a decision, and a restart (which re-queues tells) loses
-//! only the message being handled when the actor panicked.
+//! dropped mid-wait never strands a decision.
+//!
+//! # Panics in a handler
+//!
+//! A handler that panics (a bug) does not restart the actor. The actor recovers in place
+//! ([`Actor::on_panic`] continues with the same mailbox, so every queued message is still
+//! handled): it re-publishes its state, which lives in [`Shared`] and is intact, and goes on.
+//! Only the message being handled is lost; a report among them is sent once more by its
+//! [`Delivery`], the one place that works around a lost message. Past [`PANIC_LIMIT`] panics
+//! within [`PANIC_WINDOW`] (a sliding window on the tokio clock, unlike kameo's restart
+//! limit, which resets only after a quiet gap and reads `std::time::Instant`) the actor
+//! stops for good: that provider refuses calls, and nothing else stops with it. What kameo
+//! itself does with queued messages is pinned by `tests/kameo_panic.rs`; messages sent
+//! before an actor finished starting can be dropped by a panic, so the supervisor waits for
+//! each provider actor to start before handing it out.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
-use kameo::actor::{Actor, ActorRef};
+use kameo::actor::{Actor, ActorRef, WeakActorRef};
+use kameo::error::{ActorStopReason, PanicError};
 use kameo::message::{Context, Message};
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::time::Instant;
@@ -24,7 +41,14 @@ use crate::breaker::{CircuitState, Outcome, Permit, Rejection, Transition};
 use crate::events::{self, Event, EventKind};
 use crate::ProviderId;
 
-/// What a provider actor is started (and restarted) with.
+/// How many handler panics a provider actor survives within [`PANIC_WINDOW`]: one more
+/// stops it for good.
+pub(crate) const PANIC_LIMIT: usize = 5;
+
+/// The sliding window [`PANIC_LIMIT`] counts panics over.
+pub(crate) const PANIC_WINDOW: Duration = Duration::from_secs(5);
+
+/// What a provider actor is started with.
 #[derive(Debug)]
 pub(crate) struct Ctx {
     pub(crate) shared: Arc<Shared>,
@@ -34,11 +58,13 @@ pub(crate) struct Ctx {
     pub(crate) closing: Arc<Closing>,
 }
 
-/// The actor deciding one provider's circuit. Its state lives in [`Shared`], so a restart
-/// after a panic carries on with the same circuit, deadline and counts.
+/// The actor deciding one provider's circuit. Its state lives in [`Shared`], so recovering
+/// from a panic carries on with the same circuit, deadline and counts.
 #[derive(Debug)]
 pub(crate) struct ProviderActor {
     ctx: Arc<Ctx>,
+    /// When its handlers panicked, within the last [`PANIC_WINDOW`].
+    panics: VecDeque<Instant>,
 }
 
 impl Actor for ProviderActor {
@@ -46,10 +72,40 @@ impl Actor for ProviderActor {
     type Error = Infallible;
 
     async fn on_start(ctx: Self::Args, _: ActorRef<Self>) -> Result<Self, Self::Error> {
-        let actor = ProviderActor { ctx };
-        // After a restart: the state is intact; make sure the gate and timer reflect it.
+        let actor = ProviderActor {
+            ctx,
+            panics: VecDeque::with_capacity(PANIC_LIMIT + 1),
+        };
         actor.decide(|_, _| None);
         Ok(actor)
+    }
+
+    async fn on_panic(
+        &mut self,
+        _: WeakActorRef<Self>,
+        err: PanicError,
+    ) -> Result<ControlFlow<ActorStopReason>, Self::Error> {
+        let now = Instant::now();
+        while self
+            .panics
+            .front()
+            .is_some_and(|&at| now.saturating_duration_since(at) >= PANIC_WINDOW)
+        {
+            self.panics.pop_front();
+        }
+        self.panics.push_back(now);
+        let provider = &self.ctx.shared.id;
+        if self.panics.len() > PANIC_LIMIT {
+            tracing::error!(
+                %provider, panics = self.panics.len(), window = ?PANIC_WINDOW, error = %err,
+                "provider actor keeps panicking: stopped for good, the provider refuses calls"
+            );
+            return Ok(ControlFlow::Break(ActorStopReason::Panicked(err)));
+        }
+        tracing::error!(%provider, error = %err, "provider actor panicked: recovered in place");
+        // The state is intact; make sure the gate and timer reflect it.
+        self.decide(|_, _| None);
+        Ok(ControlFlow::Continue(()))
     }
 }
 
@@ -84,15 +140,16 @@ impl Drop for TrialPermit {
     }
 }
 
-/// How many times a report lost in transit is sent again.
-const REDELIVERIES: u8 = 5;
+/// How many times a report lost in transit is sent again. A report is lost only when the
+/// handler deciding it panicked, so once: a report whose handling always panics (a poison
+/// message) costs two panics of the actor's budget, never all of it.
+const REDELIVERIES: u8 = 1;
 
 /// A report on its way to the actor, resolved once the actor has decided it.
 ///
-/// kameo 0.22.2 drops the messages queued in a mailbox when its actor panics, even though
-/// the restarted actor reuses the mailbox (the caller sees its reply channel closed). A
-/// report is never lost to that: when its acknowledgement channel closes unanswered while the
-/// actor is still alive, it is sent again (at most [`REDELIVERIES`] times).
+/// When its acknowledgement channel closes unanswered while the actor is still alive (the
+/// handler panicked on it and the actor recovered), it is sent again, at most
+/// [`REDELIVERIES`] times. This is the one place that works around lost messages.
 #[derive(Debug)]
 pub(crate) struct Delivery {
     actor: ActorRef<ProviderActor>,
@@ -234,13 +291,15 @@ impl ProviderActor {
         let now = Instant::now();
         let mut core = shared.core();
         core.decisions += 1;
-        let successes = shared.counters.get(Count::FastSuccesses);
-        let delta = successes.wrapping_sub(core.folded_successes);
-        core.folded_successes = successes;
-        core.breaker.record_successes(delta, now);
+        let epoch = core.breaker.epoch();
+        shared.fold(&mut core, now);
 
         let transition = f(&mut core, now);
         let adapted = self.sample(&mut core, now);
+        if core.breaker.epoch() != epoch {
+            // Before the new epoch is published, so no success of it can be refused.
+            shared.retag(&mut core);
+        }
         shared.publish(&core.breaker);
         let wake = next_wake(&core, shared);
         let generation = core.breaker.generation();
@@ -362,6 +421,15 @@ impl Message<Report> for ProviderActor {
     type Reply = ();
 
     async fn handle(&mut self, msg: Report, _: &mut Context<Self, Self::Reply>) {
+        #[cfg(feature = "testing")]
+        if self
+            .ctx
+            .shared
+            .poison_reports
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            panic!("fusebox test hook: poisoned report");
+        }
         let Report {
             permit,
             outcome,

@@ -1,17 +1,22 @@
 //! Per-provider call counters, striped across cache lines so that threads recording calls
 //! at the same time do not contend on one line.
+//!
+//! Successes on the lock-free path are counted per outcome epoch: each stripe holds one word
+//! with the epoch it counts for in its top [`TAG_BITS`] bits and the count below. A success
+//! lands only if its stripe still counts for the epoch the call was admitted under (one
+//! compare-and-swap), so the actor, which retags every stripe before it publishes a new
+//! epoch, never folds a success of an older epoch into the breaker.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, Ordering::Relaxed};
 use std::sync::OnceLock;
 
 /// What the lock-free call path counts. Everything the actor decides is counted by the
 /// breaker state instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Count {
-    /// Calls admitted (fast path and trials).
+    /// Calls admitted on the provider's own path (closed circuits, with or without a
+    /// bulkhead). Half-open trials are admitted by the actor and counted by the breaker.
     Admitted,
-    /// Successes settled without a message to the actor.
-    FastSuccesses,
     /// Ignored outcomes settled without a message.
     FastIgnored,
     /// Cancellations settled without a message.
@@ -28,16 +33,33 @@ pub(crate) enum Count {
     Timeouts,
     /// Calls admitted on the fast path whose outcome was handed to the actor.
     Reported,
-    /// Successes of calls admitted under an older generation: counted, never folded into
-    /// the breaker.
+    /// Successes of calls admitted under an older epoch: counted, never folded into the
+    /// breaker.
     StaleSuccesses,
 }
 
-const COUNTS: usize = 11;
+const COUNTS: usize = 10;
+
+/// Bits of a success word that hold the epoch it counts for.
+pub(crate) const TAG_BITS: u32 = 24;
+const COUNT_BITS: u32 = 64 - TAG_BITS;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+
+fn tag(epoch: u64) -> u64 {
+    epoch << COUNT_BITS
+}
+
+fn same_epoch(word: u64, epoch: u64) -> bool {
+    word >> COUNT_BITS == epoch & ((1 << TAG_BITS) - 1)
+}
 
 #[derive(Debug, Default)]
 #[repr(align(128))]
-struct Stripe([AtomicU64; COUNTS]);
+struct Stripe {
+    counts: [AtomicU64; COUNTS],
+    /// Successes not yet folded into the breaker, tagged with their epoch.
+    successes: AtomicU64,
+}
 
 /// A set of striped counters.
 #[derive(Debug)]
@@ -70,17 +92,76 @@ impl Counters {
     }
 
     #[inline]
-    pub(crate) fn add(&self, count: Count, n: u64) {
+    fn stripe(&self) -> &Stripe {
         let slot = SLOT.with(|s| *s) & (self.stripes.len() - 1);
-        self.stripes[slot].0[count as usize].fetch_add(n, Relaxed);
+        &self.stripes[slot]
+    }
+
+    #[inline]
+    pub(crate) fn add(&self, count: Count, n: u64) {
+        self.stripe().counts[count as usize].fetch_add(n, Relaxed);
+    }
+
+    /// Counts an admission with a sequentially consistent increment, so that a shutdown
+    /// that sets its flag and then reads [`get`](Self::get) either sees this admission or
+    /// is seen by the caller's next (sequentially consistent) read of the flag.
+    #[inline]
+    pub(crate) fn admit(&self) {
+        self.stripe().counts[Count::Admitted as usize].fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Takes back an admission counted by [`admit`](Self::admit) on this thread (the caller
+    /// found the supervisor closing and never ran the call).
+    #[inline]
+    pub(crate) fn unadmit(&self) {
+        self.stripe().counts[Count::Admitted as usize].fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Counts a success of a call admitted under `epoch`. `false` when the epoch is over
+    /// (the actor has retagged the stripes): the caller counts it as stale instead.
+    #[inline]
+    pub(crate) fn success(&self, epoch: u64) -> bool {
+        self.stripe()
+            .successes
+            .fetch_update(Relaxed, Relaxed, |word| {
+                // Saturates: past 2^40 unfolded successes only the rate window's count is
+                // short, never the run-ending fact that one succeeded.
+                (same_epoch(word, epoch)).then(|| word + u64::from(word & COUNT_MASK != COUNT_MASK))
+            })
+            .is_ok()
+    }
+
+    /// Takes every unfolded success of `epoch` (the actor's fold), leaving the stripes
+    /// counting `epoch` from zero. Returns the successes of `epoch`, and those of any other
+    /// epoch found (late successes of an epoch already over).
+    pub(crate) fn take_successes(&self, epoch: u64) -> (u64, u64) {
+        let (mut current, mut stale) = (0, 0);
+        for stripe in self.stripes.iter() {
+            let word = stripe.successes.swap(tag(epoch), Ordering::AcqRel);
+            if same_epoch(word, epoch) {
+                current += word & COUNT_MASK;
+            } else {
+                stale += word & COUNT_MASK;
+            }
+        }
+        (current, stale)
+    }
+
+    /// Successes counted and not yet taken, whatever their epoch. Lock-free and not a
+    /// snapshot: for load estimates.
+    pub(crate) fn pending_successes(&self) -> u64 {
+        self.stripes
+            .iter()
+            .map(|s| s.successes.load(Relaxed) & COUNT_MASK)
+            .sum()
     }
 
     /// The total over all stripes. Not a snapshot across counters: read at quiescence for
-    /// exact sums.
+    /// exact sums. Sequentially consistent (see [`admit`](Self::admit)).
     pub(crate) fn get(&self, count: Count) -> u64 {
         self.stripes
             .iter()
-            .map(|s| s.0[count as usize].load(Relaxed))
+            .map(|s| s.counts[count as usize].load(Ordering::SeqCst))
             .fold(0, u64::wrapping_add)
     }
 }
@@ -108,6 +189,38 @@ mod tests {
         }
         assert_eq!(c.get(Count::Admitted), 40_000);
         assert_eq!(c.get(Count::FastIgnored), 12);
-        assert_eq!(c.get(Count::FastSuccesses), 0);
+        assert_eq!(c.get(Count::StaleSuccesses), 0);
+    }
+
+    #[test]
+    fn successes_of_an_epoch_that_is_over_are_refused() {
+        let c = Counters::new();
+        assert!(c.success(0));
+        assert!(c.success(0));
+        assert_eq!(c.take_successes(0), (2, 0));
+        assert!(c.success(0));
+        // The actor moves to epoch 1: the leftover success of epoch 0 is stale.
+        assert_eq!(c.take_successes(1), (0, 1));
+        assert!(
+            !c.success(0),
+            "a success of epoch 0 must not land in epoch 1"
+        );
+        assert!(c.success(1));
+        assert_eq!(c.pending_successes(), 1);
+        assert_eq!(c.take_successes(1), (1, 0));
+        // Tags wrap at 2^TAG_BITS epochs, far beyond any call's lifetime.
+        let wrapped = 1u64 << TAG_BITS;
+        assert_eq!(c.take_successes(wrapped + 1), (0, 0));
+        assert!(c.success(wrapped + 1));
+        assert!(!c.success(wrapped + 2));
+    }
+
+    #[test]
+    fn admissions_taken_back_leave_no_trace() {
+        let c = Counters::new();
+        c.admit();
+        c.admit();
+        c.unadmit();
+        assert_eq!(c.get(Count::Admitted), 1);
     }
 }

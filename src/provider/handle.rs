@@ -21,7 +21,7 @@ use crate::router::Ended;
 use crate::stream::{self, GuardedStream};
 use crate::{CallError, Classify, ProviderId, Verdict};
 
-/// How often a caller retries an admission whose actor restarted mid-decision.
+/// How often a caller retries an admission lost to a panic of the actor deciding it.
 const ADMIT_RETRIES: u32 = 3;
 
 /// A cheap, cloneable handle on one provider, for calling it without looking its name up.
@@ -106,16 +106,13 @@ impl<H: Borrow<ProviderHandle>> Admitted<H> {
                 Outcome::Completed { verdict, elapsed },
             )
         } else {
-            let count = if verdict == Verdict::Ignored {
-                Count::FastIgnored
-            } else if permit.generation() != shared.gate().generation {
-                // Admitted before the circuit last changed: it must not end the new
-                // generation's run of failures.
-                Count::StaleSuccesses
-            } else {
-                Count::FastSuccesses
-            };
-            shared.counters.add(count, 1);
+            if verdict == Verdict::Ignored {
+                shared.counters.add(Count::FastIgnored, 1);
+            } else if !shared.counters.success(permit.epoch()) {
+                // Admitted before the circuit last changed (or was reset): it must not end
+                // the new epoch's run of failures.
+                shared.counters.add(Count::StaleSuccesses, 1);
+            }
             handle.closing.call_finished();
             None
         }
@@ -163,7 +160,7 @@ impl ProviderHandle {
     }
 
     /// Whether the provider's actor is running. After a supervisor shutdown, or when the
-    /// actor kept panicking past its restart limit (5 restarts within 5 seconds), it is not,
+    /// actor kept panicking past its limit (more than 5 panics within 5 seconds), it is not,
     /// and every call fails with [`CallError::ShuttingDown`].
     pub fn is_alive(&self) -> bool {
         self.actor.is_alive()
@@ -329,7 +326,7 @@ impl ProviderHandle {
     }
 
     async fn control(&self, make: fn(oneshot::Sender<()>) -> Control) {
-        // Sent again if lost to an actor restart (see `Delivery`).
+        // Sent again if lost to a panic of the actor (see `Delivery`).
         for _ in 0..3 {
             let (ack, done) = oneshot::channel();
             if self.actor.tell(make(ack)).try_send().is_err() || done.await.is_ok() {
@@ -344,21 +341,17 @@ impl ProviderHandle {
     #[inline]
     pub(crate) fn admit_now(&self) -> Option<Result<Admitted<&Self>, Reject>> {
         let shared = &*self.shared;
-        // A provider whose actor is gone for good (shut down, or past its restart limit)
+        // A provider whose actor is gone for good (shut down, or past its panic limit)
         // would run unprotected: refuse instead.
-        if self.closing.is_closed() || !self.actor.is_alive() {
+        if !self.actor.is_alive() {
             return Some(Err(Reject::ShuttingDown));
         }
         let gate = shared.gate();
         match gate.state {
             CircuitState::Closed if shared.bulkhead.is_none() => {
-                shared.counters.add(Count::Admitted, 1);
-                Some(Ok(Admitted {
-                    handle: self,
-                    permit: Some(Permit::closed(gate.generation)),
-                    slot: None,
-                }))
+                Some(self.enter(gate.generation, None))
             }
+            _ if self.closing.is_closed() => Some(Err(Reject::ShuttingDown)),
             CircuitState::Open => {
                 let (until, now) = (shared.open_until(), Instant::now());
                 (now < until).then(|| {
@@ -380,6 +373,34 @@ impl ProviderHandle {
             }
             _ => None,
         }
+    }
+
+    /// Admits a call on a closed circuit under `epoch`, holding `slot` if it has one.
+    ///
+    /// The admission is counted first and the shutdown flag read after, both sequentially
+    /// consistent, while [`Supervisor::shutdown`](crate::Supervisor::shutdown) sets the flag
+    /// and then reads the counts: either shutdown sees this call in flight and waits for it,
+    /// or this call sees the flag and backs out without running. No call can start after a
+    /// shutdown that found nothing in flight.
+    #[inline]
+    fn enter(
+        &self,
+        epoch: u64,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Result<Admitted<&Self>, Reject> {
+        let counters = &self.shared.counters;
+        counters.admit();
+        if self.closing.is_closed() {
+            counters.unadmit();
+            drop(slot);
+            self.closing.call_finished();
+            return Err(Reject::ShuttingDown);
+        }
+        Ok(Admitted {
+            handle: self,
+            permit: Some(Permit::closed(epoch)),
+            slot,
+        })
     }
 
     /// Admits a call, or says why not.
@@ -420,17 +441,20 @@ impl ProviderHandle {
             }
             let gate = shared.gate();
             let permit = if gate.state == CircuitState::Closed {
-                shared.counters.add(Count::Admitted, 1);
-                Permit::closed(gate.generation)
+                return self.enter(gate.generation, slot);
             } else {
                 let (reply, decision) = oneshot::channel();
                 if self.actor.tell(Admit { reply }).try_send().is_err() {
                     return Err(Reject::ShuttingDown);
                 }
                 match decision.await.map(|d| d.map(TrialPermit::take)) {
-                    Ok(Ok(Some(permit))) if permit.generation() == shared.gate().generation => {
-                        permit
+                    // The trial was counted (by the breaker, under the lock a shutdown
+                    // reads its counts under) before this flag read: see `enter`.
+                    Ok(Ok(Some(trial))) if self.closing.is_closed() => {
+                        Delivery::spawn(&self.actor, trial, Outcome::Cancelled);
+                        return Err(Reject::ShuttingDown);
                     }
+                    Ok(Ok(Some(permit))) if permit.epoch() == shared.gate().generation => permit,
                     // The circuit moved on (a concurrent trial failed) between the grant and
                     // now: give the trial back and look again, rather than call a provider
                     // just declared down.
@@ -440,7 +464,7 @@ impl ProviderHandle {
                     }
                     Ok(Ok(None)) => continue,
                     Ok(Err(rejection)) => return Err(Reject::Circuit(rejection)),
-                    // The actor died deciding; its restart keeps the circuit. Ask again.
+                    // The actor panicked deciding and recovered with the circuit intact. Ask again.
                     Err(_) if retries < ADMIT_RETRIES => {
                         retries += 1;
                         continue;

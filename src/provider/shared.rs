@@ -13,6 +13,7 @@ use crate::adaptive::{RateMeter, Thresholds, TierSelector};
 use crate::breaker::{CircuitState, State};
 use crate::bulkhead::Compartment;
 use crate::config::Provider;
+use crate::error::ConfigError;
 use crate::ProviderId;
 
 /// The supervisor-wide shutdown flag and the signal that in-flight calls finished.
@@ -23,8 +24,15 @@ pub(crate) struct Closing {
 }
 
 impl Closing {
+    /// Whether the supervisor is shutting down. Sequentially consistent: see
+    /// `ProviderHandle::enter` for the pairing with the admission counters.
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Starts a shutdown (sequentially consistent, before the in-flight counts are read).
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
     }
 
     /// Called whenever a call finishes: wakes a shutdown that waits for in-flight calls.
@@ -44,15 +52,19 @@ pub(crate) struct Gate {
 }
 
 /// The decision state. Only the provider actor mutates it; `status()` reads it. It lives
-/// outside the actor so that a restarted actor carries on with the same circuit.
+/// outside the actor so that an actor recovering from a panic carries on with the same
+/// circuit.
 #[derive(Debug)]
 pub(crate) struct Core {
     pub(crate) breaker: State,
     pub(crate) meter: Option<RateMeter>,
     pub(crate) tiers: Option<TierSelector>,
     pub(crate) thresholds: Option<Thresholds>,
-    /// Fast-path successes already folded into the breaker.
+    /// Lock-free successes folded into the breaker.
     pub(crate) folded_successes: u64,
+    /// Lock-free successes of an epoch that ended before the actor folded them: counted,
+    /// never folded.
+    pub(crate) late_successes: u64,
     /// When the actor last sampled its counters.
     pub(crate) last_sample: Instant,
     /// Messages the actor has handled (each runs one decision).
@@ -77,6 +89,11 @@ pub(crate) struct Shared {
     pub(crate) durations: crate::metrics::Durations,
     /// Whether direct calls are timed (for the histogram or the slow-call threshold).
     pub(crate) timed: bool,
+    /// Test hook: while set, the actor panics on every report.
+    #[cfg(feature = "testing")]
+    pub(crate) poison_reports: AtomicBool,
+    /// Lock-free successes taken from the counters by the actor (for [`Shared::load`]).
+    taken_successes: AtomicU64,
     /// Moving average of successful routed-call latency, in seconds, as `f64` bits; 0 until
     /// the first sample.
     latency: AtomicU64,
@@ -100,8 +117,8 @@ fn decode(word: u64) -> Gate {
 }
 
 impl Shared {
-    pub(crate) fn new(config: Provider, seed: u64, now: Instant) -> Self {
-        let breaker = State::with_seed(&config.breaker, now, seed);
+    pub(crate) fn new(config: Provider, seed: u64, now: Instant) -> Result<Self, ConfigError> {
+        let breaker = State::with_seed(&config.breaker, now, seed)?;
         let tiers = config
             .adaptive
             .as_ref()
@@ -116,6 +133,7 @@ impl Shared {
             tiers,
             thresholds,
             folded_successes: 0,
+            late_successes: 0,
             last_sample: now,
             decisions: 0,
         };
@@ -123,7 +141,7 @@ impl Shared {
             core.breaker.set_thresholds(t.failures, t.open_for);
         }
         let id = ProviderId::from(config.name.as_str());
-        Shared {
+        Ok(Shared {
             durations: crate::metrics::Durations::new(&id),
             timed: config.record_durations || config.breaker.slow_call.is_some(),
             id,
@@ -136,8 +154,11 @@ impl Shared {
             slow_threshold: config.breaker.slow_call.map(|(d, _)| d),
             core: Mutex::new(core),
             latency: AtomicU64::new(0),
+            taken_successes: AtomicU64::new(0),
+            #[cfg(feature = "testing")]
+            poison_reports: AtomicBool::new(false),
             config,
-        }
+        })
     }
 
     #[inline]
@@ -183,7 +204,8 @@ impl Shared {
         let (busy, capacity) = match &self.bulkhead {
             Some(b) => (u64::from(b.in_use() + b.queued()), b.capacity()),
             None => {
-                let ended = c.get(Count::FastSuccesses)
+                let ended = self.taken_successes.load(Ordering::Acquire)
+                    + c.pending_successes()
                     + c.get(Count::StaleSuccesses)
                     + c.get(Count::FastIgnored)
                     + c.get(Count::FastCancelled)
@@ -192,6 +214,30 @@ impl Shared {
             }
         };
         busy as f64 / f64::from(capacity)
+    }
+
+    /// Folds the lock-free successes of the current epoch into the breaker: they end the
+    /// run of failures and fill the rate window. Status reads fold too, so what they show
+    /// includes every success counted so far.
+    pub(crate) fn fold(&self, core: &mut Core, now: Instant) {
+        let (current, late) = self.counters.take_successes(core.breaker.epoch());
+        core.breaker.record_successes(current, now);
+        self.note_taken(core, current, late);
+    }
+
+    /// Retags the success counters for the epoch the breaker has just entered, before it is
+    /// published: successes still arriving for the old epoch are refused from now on, and
+    /// any that landed after the last fold are counted as late.
+    pub(crate) fn retag(&self, core: &mut Core) {
+        let (current, late) = self.counters.take_successes(core.breaker.epoch());
+        self.note_taken(core, current, late);
+    }
+
+    fn note_taken(&self, core: &mut Core, current: u64, late: u64) {
+        core.folded_successes += current;
+        core.late_successes += late;
+        self.taken_successes
+            .fetch_add(current + late, Ordering::Release);
     }
 
     /// Locks the decision state. A panic while it was held (a bug) leaves it usable.
@@ -208,10 +254,8 @@ impl Shared {
         }
         self.failure_count
             .store(breaker.failure_count(), Ordering::Release);
-        self.gate.store(
-            encode(breaker.state(), breaker.generation()),
-            Ordering::Release,
-        );
+        self.gate
+            .store(encode(breaker.state(), breaker.epoch()), Ordering::Release);
     }
 }
 

@@ -94,21 +94,26 @@ pub struct ProviderStatus {
 impl ProviderStatus {
     pub(crate) fn read(shared: &Shared, alive: bool) -> Self {
         let c = &shared.counters;
-        let core = shared.core();
+        let now = Instant::now();
+        let mut core = shared.core();
+        // Successes counted on the lock-free path end the current run of failures.
+        shared.fold(&mut core, now);
         let s = *core.breaker.stats();
         let (request_rate, tier) = match (&core.meter, core.thresholds) {
             (Some(m), Some(t)) => (Some(m.per_minute()), t.tier),
             (Some(m), None) => (Some(m.per_minute()), None),
             _ => (None, None),
         };
-        let now = Instant::now();
         let status = ProviderStatus {
             provider: shared.id.clone(),
             state: core.breaker.state(),
             alive,
             generation: core.breaker.generation(),
             total: c.get(Count::Admitted) + s.total - s.external,
-            successful: c.get(Count::FastSuccesses) + c.get(Count::StaleSuccesses) + s.successful,
+            successful: core.folded_successes
+                + core.late_successes
+                + c.get(Count::StaleSuccesses)
+                + s.successful,
             failed: s.failed,
             ignored: c.get(Count::FastIgnored) + s.ignored,
             cancelled: c.get(Count::FastCancelled) + s.cancelled,

@@ -50,6 +50,10 @@
 //! than the bus capacity behind gets `event: lagged` with `data: {"missed": n}` and the
 //! stream goes on: re-read `/status` to resynchronise. A slow client never slows the bus.
 //!
+//! At most [`OpsServer::max_event_streams`] streams (256 by default) are open at once; beyond
+//! that, `GET /events` gets 503 with `Retry-After: 5`, `Connection: close` and
+//! `{"error": "too many event streams open (at most 256); retry later"}`.
+//!
 //! # Admin actions
 //!
 //! Mounted only with [`OpsServer::admin_token`] (otherwise 404). They require
@@ -62,11 +66,22 @@
 //!
 //! [`OpsServer::start`] serves HTTP/1.1 with hyper: request heads over 8 KiB (or 64 headers)
 //! get 431 and the connection is closed; a head not received within 10 s (a slowloris, or an
-//! idle keep-alive connection) closes the connection; at most 1024 connections are served at
-//! once (further ones wait in the listen backlog); request bodies over 4 KiB get 413 and a
+//! idle keep-alive connection) closes the connection; request bodies over 4 KiB get 413 and a
 //! body not received within 10 s gets 408 (only the admin routes read bodies, after checking
-//! the token). [`OpsServer::router`] keeps only the body limits: the server you embed it in
-//! sets the rest.
+//! the token).
+//!
+//! Connections come in two budgets, so that event streams can never crowd out `/health`:
+//!
+//! * at most [`OpsServer::max_event_streams`] (256 by default) `/events` streams at once;
+//!   further `GET /events` requests get the 503 above;
+//! * [`OpsServer::max_connections`] (1024 by default) connections for everything else. The
+//!   server accepts up to the sum of both limits, and since no more than
+//!   `max_event_streams` of those connections can hold a stream, `max_connections` are always
+//!   left for requests such as `/health` and `/status`. Connections beyond the sum wait in the
+//!   listen backlog.
+//!
+//! [`OpsServer::router`] keeps the body limits and the event stream limit: the server you
+//! embed it in sets the rest.
 
 mod auth;
 mod json;
@@ -103,8 +118,15 @@ const MAX_HEADER_SIZE: usize = 8 * 1024;
 const MAX_HEADERS: usize = 64;
 /// A connection's read buffer.
 const MAX_BUF_SIZE: usize = 16 * 1024;
-/// Connections served at once.
-const MAX_CONNECTIONS: usize = 1024;
+/// The default of [`OpsServer::max_connections`]: connections served at once for requests
+/// other than event streams.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// The default of [`OpsServer::max_event_streams`]: `/events` streams open at once.
+pub const DEFAULT_MAX_EVENT_STREAMS: usize = 256;
+/// The largest value either connection limit is clamped to (their sum must fit a semaphore).
+const MAX_LIMIT: usize = tokio::sync::Semaphore::MAX_PERMITS / 2;
+/// What `Retry-After` tells a client refused an event stream.
+const EVENT_STREAMS_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// The pause after an accept error that is not about one connection (such as `EMFILE`).
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// How long shutdown lets connections finish their current response.
@@ -120,6 +142,8 @@ pub struct OpsServer {
     prometheus: Option<PrometheusHandle>,
     admin_token: Option<String>,
     bind: SocketAddr,
+    max_connections: usize,
+    max_event_streams: usize,
 }
 
 impl fmt::Debug for OpsServer {
@@ -131,6 +155,8 @@ impl fmt::Debug for OpsServer {
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
             )
             .field("bind", &self.bind)
+            .field("max_connections", &self.max_connections)
+            .field("max_event_streams", &self.max_event_streams)
             .finish_non_exhaustive()
     }
 }
@@ -144,6 +170,8 @@ impl OpsServer {
             prometheus: None,
             admin_token: None,
             bind: DEFAULT_ADDR,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_event_streams: DEFAULT_MAX_EVENT_STREAMS,
         }
     }
 
@@ -162,6 +190,23 @@ impl OpsServer {
     /// The address [`start`](Self::start) listens on; port 0 picks a free one.
     pub fn bind(mut self, addr: SocketAddr) -> Self {
         self.bind = addr;
+        self
+    }
+
+    /// How many connections [`start`](Self::start) serves at once besides those holding an
+    /// event stream; [`DEFAULT_MAX_CONNECTIONS`] (1024) unless told otherwise, at least 1.
+    /// Connections beyond this budget (plus [`max_event_streams`](Self::max_event_streams))
+    /// wait in the listen backlog. [`router`](Self::router) ignores it.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.clamp(1, MAX_LIMIT);
+        self
+    }
+
+    /// How many `GET /events` streams may be open at once; [`DEFAULT_MAX_EVENT_STREAMS`] (256)
+    /// unless told otherwise. One more gets 503 with `Retry-After` until a stream ends; 0
+    /// refuses them all. Applies to [`router`](Self::router) too.
+    pub fn max_event_streams(mut self, n: usize) -> Self {
+        self.max_event_streams = n.min(MAX_LIMIT);
         self
     }
 
@@ -184,6 +229,8 @@ impl OpsServer {
             fuse: self.fuse,
             prometheus: self.prometheus,
             admin_token,
+            event_streams: Arc::new(tokio::sync::Semaphore::new(self.max_event_streams)),
+            max_event_streams: self.max_event_streams,
             shutdown,
         })
     }
@@ -198,8 +245,16 @@ impl OpsServer {
         let listener = TcpListener::bind(self.bind).await?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
+        // Request connections keep their own budget: at most `max_event_streams` of the
+        // accepted connections can hold a stream.
+        let connections = self.max_connections + self.max_event_streams;
         let router = self.into_router(shutdown.clone());
-        let task = tokio::spawn(serve::serve(listener, router, shutdown.clone()));
+        let task = tokio::spawn(serve::serve(
+            listener,
+            router,
+            connections,
+            shutdown.clone(),
+        ));
         tracing::info!(%addr, "ops server listening");
         Ok(OpsHandle {
             addr,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::sse::{self, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -17,11 +17,12 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::broadcast::Receiver;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::Admin;
 use super::json::{self, HealthJson, StatusJson};
-use super::{BODY_LIMIT, BODY_READ_TIMEOUT, KEEP_ALIVE};
+use super::{BODY_LIMIT, BODY_READ_TIMEOUT, EVENT_STREAMS_RETRY_AFTER, KEEP_ALIVE};
 use crate::{Event, Supervisor};
 
 /// The content type of the Prometheus text exposition format.
@@ -33,6 +34,10 @@ pub(super) struct AppState {
     pub(super) fuse: Supervisor,
     pub(super) prometheus: Option<PrometheusHandle>,
     pub(super) admin_token: Option<Arc<[u8]>>,
+    /// One permit per open `/events` stream.
+    pub(super) event_streams: Arc<Semaphore>,
+    /// The number of those permits, for the refusal message.
+    pub(super) max_event_streams: usize,
     /// Ends the event streams when the server shuts down.
     pub(super) shutdown: CancellationToken,
 }
@@ -115,14 +120,36 @@ async fn metrics(State(s): State<AppState>) -> Response {
     response
 }
 
-async fn events(
-    State(s): State<AppState>,
-) -> Sse<impl Stream<Item = Result<sse::Event, Infallible>>> {
+/// `GET /events`: the event stream, or 503 when [`AppState::event_streams`] are all taken.
+async fn events(State(s): State<AppState>) -> Response {
+    let Ok(permit) = s.event_streams.clone().try_acquire_owned() else {
+        let mut response = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "too many event streams open (at most {}); retry later",
+                s.max_event_streams
+            ),
+        );
+        let headers = response.headers_mut();
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from(EVENT_STREAMS_RETRY_AFTER.as_secs()),
+        );
+        // Free the connection at once rather than let it idle on the server's budget.
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    };
     let shutdown = s.shutdown.clone();
     let stream = frames(s.fuse.subscribe())
-        .map(|(name, data)| Ok(sse::Event::default().event(name).data(data)))
+        .map(move |(name, data)| {
+            // The stream owns the permit: it is released when the stream is dropped.
+            let _held = &permit;
+            Ok::<_, Infallible>(sse::Event::default().event(name).data(data))
+        })
         .take_until(async move { shutdown.cancelled().await });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response()
 }
 
 /// The bus as `(event name, JSON data)` frames; a lag becomes a `lagged` frame and the

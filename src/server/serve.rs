@@ -1,5 +1,6 @@
 //! The accept loop: HTTP/1.1 through hyper with bounded headers, a header read timeout and a
-//! cap on concurrent connections.
+//! cap on concurrent connections (request connections plus event streams: see the module
+//! docs of `server`, "Bounds").
 
 use std::io;
 use std::sync::Arc;
@@ -14,14 +15,24 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    ACCEPT_ERROR_PAUSE, HEADER_READ_TIMEOUT, MAX_BUF_SIZE, MAX_CONNECTIONS, MAX_HEADERS,
-    MAX_HEADER_SIZE, SHUTDOWN_GRACE,
+    ACCEPT_ERROR_PAUSE, HEADER_READ_TIMEOUT, MAX_BUF_SIZE, MAX_HEADERS, MAX_HEADER_SIZE,
+    SHUTDOWN_GRACE,
 };
 
-/// Serves `router` on `listener` until `shutdown` is cancelled, then stops accepting, lets the
-/// connections finish their current response (up to [`SHUTDOWN_GRACE`]) and closes the rest.
-pub(super) async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+/// Serves `router` on `listener`, at most `max_connections` connections at once, until
+/// `shutdown` is cancelled, then stops accepting, lets the connections finish their current
+/// response (up to [`SHUTDOWN_GRACE`]) and closes the rest.
+///
+/// `max_connections` is the request budget plus the event stream limit: the router refuses
+/// streams beyond its limit, so the connections holding streams never use up the request
+/// budget.
+pub(super) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    max_connections: usize,
+    shutdown: CancellationToken,
+) {
+    let permits = Arc::new(Semaphore::new(max_connections));
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())

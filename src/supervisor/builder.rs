@@ -64,7 +64,8 @@ impl SupervisorBuilder {
         self
     }
 
-    /// How many events the bus buffers for a subscriber that falls behind.
+    /// How many events the bus buffers for a subscriber that falls behind (see
+    /// [`crate::events`]): tokio rounds it up to the next power of two.
     ///
     /// Defaults to 1024.
     pub fn event_capacity(mut self, capacity: usize) -> Self {

@@ -12,13 +12,14 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
+use std::ops::ControlFlow;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
-use kameo::actor::{Actor, ActorRef, Spawn};
+use kameo::actor::{Actor, ActorId, ActorRef, Spawn, WeakActorRef};
+use kameo::error::ActorStopReason;
 use kameo::mailbox;
 use kameo::supervision::RestartPolicy;
 use tokio::sync::{broadcast, watch};
@@ -43,6 +44,21 @@ impl Actor for Root {
 
     async fn on_start(_: (), _: ActorRef<Self>) -> Result<Self, Self::Error> {
         Ok(Root)
+    }
+
+    /// A child that stopped for good (a provider past its panic limit) is that child's
+    /// fault alone: the root, and with it every other provider, carries on. (kameo's default
+    /// stops the parent.)
+    async fn on_link_died(
+        &mut self,
+        _: WeakActorRef<Self>,
+        id: ActorId,
+        reason: ActorStopReason,
+    ) -> Result<ControlFlow<ActorStopReason>, Self::Error> {
+        if !matches!(reason, ActorStopReason::Normal) {
+            tracing::error!(actor = %id, %reason, "a supervised actor stopped for good");
+        }
+        Ok(ControlFlow::Continue(()))
     }
 }
 
@@ -158,7 +174,7 @@ impl Supervisor {
                 provider.clone(),
                 seed(provider.name(), index),
                 now,
-            ));
+            )?);
             let (wake, wake_rx) = watch::channel(None);
             let ctx = Arc::new(Ctx {
                 shared: shared.clone(),
@@ -167,9 +183,14 @@ impl Supervisor {
                 closing: closing.clone(),
             });
             let actor = ProviderActor::supervise(&root, ctx)
-                .restart_policy(RestartPolicy::Transient)
+                // The actor recovers from panics in place (see `provider::actor`); one that
+                // stopped for good stays stopped.
+                .restart_policy(RestartPolicy::Never)
                 .spawn_with_mailbox(mailbox::unbounded())
                 .await;
+            // Messages sent before the actor started are buffered by kameo, and a panic
+            // while that buffer drains drops the rest (tests/kameo_panic.rs).
+            actor.wait_for_startup().await;
             timers.push(tokio::spawn(run_timer(actor.clone(), wake_rx)));
             let handle = ProviderHandle {
                 shared,
@@ -514,7 +535,7 @@ impl Supervisor {
     /// Returns what was still in flight when it gave up.
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
         let inner = &self.inner;
-        inner.closing.closed.store(true, Ordering::Release);
+        inner.closing.close();
         for handle in &inner.order {
             if let Some(bulkhead) = &handle.shared.bulkhead {
                 bulkhead.close();
@@ -522,24 +543,29 @@ impl Supervisor {
         }
         let start = Instant::now();
         let deadline = start + grace;
-        loop {
+        // What is in flight, read after the flag was set (see `ProviderHandle::enter`). A
+        // call that counted itself and is backing out shows for a moment: the report is taken
+        // from the same read that decides to stop waiting, so a clean read is a clean report.
+        let in_flight = || -> Vec<(ProviderId, u64)> {
+            self.status()
+                .into_iter()
+                .filter(|s| s.in_flight > 0)
+                .map(|s| (s.provider, s.in_flight))
+                .collect()
+        };
+        let abandoned = loop {
             let settled = inner.closing.settled.notified();
             tokio::pin!(settled);
             settled.as_mut().enable();
-            if self.status().iter().all(|s| s.in_flight == 0) {
-                break;
+            let busy = in_flight();
+            if busy.is_empty() {
+                break busy;
             }
             tokio::select! {
                 _ = settled => {}
-                _ = tokio::time::sleep_until(deadline) => break,
+                _ = tokio::time::sleep_until(deadline) => break in_flight(),
             }
-        }
-        let abandoned = self
-            .status()
-            .into_iter()
-            .filter(|s| s.in_flight > 0)
-            .map(|s| (s.provider, s.in_flight))
-            .collect();
+        };
         for timer in &inner.timers {
             timer.abort();
         }
@@ -558,6 +584,23 @@ impl Supervisor {
     pub fn crash_provider_actor(&self, provider: &str) -> Result<(), UnknownProvider> {
         let handle = self.handle(provider)?;
         let _ = handle.actor.tell(crate::provider::Crash).try_send();
+        Ok(())
+    }
+
+    /// While `poisoned`, a provider's actor panics on every report it handles, to exercise
+    /// poison messages in tests.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn poison_provider_reports(
+        &self,
+        provider: &str,
+        poisoned: bool,
+    ) -> Result<(), UnknownProvider> {
+        let handle = self.handle(provider)?;
+        handle
+            .shared
+            .poison_reports
+            .store(poisoned, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 }
