@@ -1,5 +1,6 @@
 //! [`Provider`]: one LLM provider and its protections.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{check, Adaptive, Breaker, Bulkhead, Scope};
@@ -30,6 +31,7 @@ pub struct Provider {
     pub(crate) record_durations: bool,
     pub(crate) first_chunk_timeout: Option<Duration>,
     pub(crate) stall_timeout: Option<Duration>,
+    pub(crate) meta: BTreeMap<String, String>,
 }
 
 impl Provider {
@@ -45,7 +47,33 @@ impl Provider {
             record_durations: true,
             first_chunk_timeout: None,
             stall_timeout: None,
+            meta: BTreeMap::new(),
         }
+    }
+
+    /// Free-form metadata: a base URL, a model name, a context size, whatever the operation
+    /// needs to call this provider. Readable from the [`ProviderId`](crate::ProviderId) an
+    /// operation is given ([`ProviderId::meta`](crate::ProviderId::meta)) and shown in
+    /// status. Setting a key again replaces its value.
+    ///
+    /// Defaults to none.
+    ///
+    /// ```
+    /// use fusebox::Provider;
+    ///
+    /// let p = Provider::new("anthropic")
+    ///     .meta("base_url", "https://api.anthropic.com")
+    ///     .meta("model", "claude-sonnet-4-6");
+    /// assert_eq!(p.metadata().get("model").map(String::as_str), Some("claude-sonnet-4-6"));
+    /// ```
+    pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.meta.insert(key.into(), value.into());
+        self
+    }
+
+    /// The metadata set with [`meta`](Self::meta).
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.meta
     }
 
     /// The circuit breaker settings.

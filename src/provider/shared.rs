@@ -140,7 +140,10 @@ impl Shared {
         if let Some(t) = thresholds {
             core.breaker.set_thresholds(t.failures, t.open_for);
         }
-        let id = ProviderId::from(config.name.as_str());
+        let id = ProviderId::with_meta(
+            &config.name,
+            config.meta.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        );
         Ok(Shared {
             durations: crate::metrics::Durations::new(&id),
             timed: config.record_durations || config.breaker.slow_call.is_some(),
