@@ -59,6 +59,18 @@ impl Compartment {
         }
     }
 
+    /// A slot if one is free now; `Err(None)` when every slot is taken but the queue may
+    /// take the caller, `Err(Some(denied))` when it may not.
+    #[inline]
+    pub(crate) fn try_acquire(&self) -> Result<OwnedSemaphorePermit, Option<Denied>> {
+        match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => Ok(permit),
+            Err(TryAcquireError::Closed) => Err(Some(Denied::Closed)),
+            Err(TryAcquireError::NoPermits) if self.max_waiting == 0 => Err(Some(Denied::Full)),
+            Err(TryAcquireError::NoPermits) => Err(None),
+        }
+    }
+
     /// A slot, at once or (when `queue` is set) after waiting in the queue. Returns whether
     /// it had to wait.
     ///
@@ -95,6 +107,11 @@ impl Compartment {
             Ok(Err(_closed)) => Err(Denied::Closed),
             Err(_elapsed) => Err(Denied::Timeout(self.queue_timeout)),
         }
+    }
+
+    /// Whether callers may wait for a slot.
+    pub(crate) fn has_queue(&self) -> bool {
+        self.max_waiting > 0
     }
 
     /// Callers waiting for a slot.

@@ -5,8 +5,23 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::breaker::CircuitState;
-use crate::router::Attempt;
+use crate::router::{Attempt, AttemptOutcome};
 use crate::ProviderId;
+
+/// A duration as every `Display` in the crate shows it: rounded to the nearest millisecond
+/// (a nonzero duration below half a millisecond shows as `1ms`, never as `0s`), in
+/// humantime's notation (`1s 997ms`, `2m`, `1h 30m`).
+pub(crate) fn human(d: Duration) -> humantime::FormattedDuration {
+    const MS: u128 = 1_000_000;
+    let nanos = d.as_nanos();
+    let millis = match (nanos + MS / 2) / MS {
+        0 if nanos > 0 => 1,
+        n => n,
+    };
+    humantime::format_duration(Duration::from_millis(
+        u64::try_from(millis).unwrap_or(u64::MAX),
+    ))
+}
 
 /// Where in a configuration a bad value sits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -18,6 +33,8 @@ pub enum Scope {
     Provider(String),
     /// A setting of the named route.
     Route(String),
+    /// A setting of the TOML `[defaults]` table, which every provider inherits.
+    Defaults,
 }
 
 impl std::fmt::Display for Scope {
@@ -26,6 +43,7 @@ impl std::fmt::Display for Scope {
             Scope::Supervisor => f.write_str("supervisor"),
             Scope::Provider(name) => write!(f, "provider `{name}`"),
             Scope::Route(name) => write!(f, "route `{name}`"),
+            Scope::Defaults => f.write_str("[defaults]"),
         }
     }
 }
@@ -37,17 +55,28 @@ impl std::fmt::Display for Scope {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// A field holds a value outside its allowed range.
+    /// A field holds a value outside its allowed range, or (in a TOML document) a value of
+    /// the wrong type: `provider `a`: bulkhead.max_concurrent = "ten": expected an integer`.
     #[error("{scope}: {field} = {value}: {reason}")]
     InvalidValue {
         /// The provider, route or supervisor the field belongs to.
         scope: Scope,
         /// The field, as named in the TOML format (`breaker.failure_rate`).
         field: &'static str,
-        /// The rejected value, as written.
+        /// The rejected value, as written (strings quoted, in a TOML document).
         value: String,
         /// What the value must be.
         reason: &'static str,
+    },
+    /// A TOML document has a key the format does not know (a typo, usually).
+    #[error("{scope}: unknown field `{field}`; expected one of {}", expected.join(", "))]
+    UnknownField {
+        /// The provider, route, `[defaults]` or supervisor the key sits in.
+        scope: Scope,
+        /// The key, with the table it sits in (`breaker.consecutiv`).
+        field: String,
+        /// The keys that table accepts.
+        expected: &'static [&'static str],
     },
     /// A provider or route was given an empty name.
     #[error("{kind} name must not be empty")]
@@ -64,6 +93,18 @@ pub enum ConfigError {
     /// A supervisor needs at least one provider.
     #[error("no providers configured")]
     NoProviders,
+    /// A registry change named a provider or route that is not running.
+    #[error("no {kind} named `{name}` is running")]
+    NotRunning {
+        /// `"provider"` or `"route"`.
+        kind: &'static str,
+        /// The name given.
+        name: String,
+    },
+    /// A registry change arrived after `Supervisor::shutdown` (or while the router actor
+    /// was stopped for good).
+    #[error("the supervisor is shutting down: the registry takes no more changes")]
+    ShuttingDown,
     /// A route lists no providers.
     #[error("route `{0}` lists no providers")]
     EmptyRoute(String),
@@ -83,7 +124,7 @@ pub enum ConfigError {
         /// The provider listed more than once.
         provider: String,
     },
-    /// A TOML document is malformed or has a field of the wrong type or an unknown field.
+    /// A TOML document is malformed (a syntax error).
     #[error("TOML line {line}, column {column}: {message}")]
     Toml {
         /// 1-based line of the problem.
@@ -126,11 +167,23 @@ impl ConfigError {
         }
     }
 
-    /// The field this error names, if it is about one field's value (looks through
-    /// [`ConfigError::At`]).
-    pub fn field(&self) -> Option<&'static str> {
+    /// The field this error names: the field of a bad value or of a value of the wrong type,
+    /// or an unknown key (looks through [`ConfigError::At`]).
+    ///
+    /// ```
+    /// let e = fusebox::Config::from_toml_str("[[providers]]\nname = \"a\"\nbulkhead = { max_concurrent = \"ten\" }\n")
+    ///     .unwrap_err();
+    /// assert_eq!(e.field(), Some("bulkhead.max_concurrent"));
+    /// assert_eq!(e.line(), Some(3));
+    /// assert_eq!(
+    ///     e.to_string(),
+    ///     "TOML line 3: provider `a`: bulkhead.max_concurrent = \"ten\": expected an integer"
+    /// );
+    /// ```
+    pub fn field(&self) -> Option<&str> {
         match self {
             ConfigError::InvalidValue { field, .. } => Some(field),
+            ConfigError::UnknownField { field, .. } => Some(field),
             ConfigError::At { error, .. } => error.field(),
             _ => None,
         }
@@ -282,13 +335,23 @@ impl<E: fmt::Display> fmt::Display for CallError<E> {
                 retry_after,
                 failure_count,
                 state,
-            } => write!(
-                f,
-                "circuit for provider `{provider}` is {state} after {failure_count} failures; retry after {}",
-                humantime::format_duration(*retry_after)
-            ),
+            } => {
+                let state = match state {
+                    CircuitState::HalfOpen => "half-open with every trial slot taken",
+                    other => other.as_str(),
+                };
+                let s = if *failure_count == 1 { "" } else { "s" };
+                write!(
+                    f,
+                    "circuit for provider `{provider}` is {state} after {failure_count} failure{s}; retry after {}",
+                    human(*retry_after)
+                )
+            }
             CallError::Isolated { provider } => {
-                write!(f, "provider `{provider}` is isolated until an operator resets it")
+                write!(
+                    f,
+                    "provider `{provider}` is isolated until an operator resets it"
+                )
             }
             CallError::BulkheadFull { provider } => {
                 write!(f, "bulkhead for provider `{provider}` is full")
@@ -296,12 +359,12 @@ impl<E: fmt::Display> fmt::Display for CallError<E> {
             CallError::QueueTimeout { provider, waited } => write!(
                 f,
                 "no bulkhead slot for provider `{provider}` after waiting {}",
-                humantime::format_duration(*waited)
+                human(*waited)
             ),
             CallError::Timeout { provider, after } => write!(
                 f,
                 "call to provider `{provider}` timed out after {}",
-                humantime::format_duration(*after)
+                human(*after)
             ),
             // The inner error is shown here, so `source()` skips it and goes to its source.
             CallError::Inner(e) => e.fmt(f),
@@ -378,12 +441,35 @@ impl<E> RouteError<E> {
         }
     }
 
-    /// When to try the route again, when every provider was unavailable.
+    /// When to try the route again: for `AllUnavailable`, the earliest time any of its
+    /// providers admits calls again; for `Exhausted`, the hint of the last provider tried
+    /// (its open circuit's retry-after, or the `Retry-After` of its rate limit), if it gave
+    /// one. `None` otherwise.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             RouteError::AllUnavailable { retry_after, .. } => *retry_after,
+            RouteError::Exhausted { last, attempts } => last.retry_after().or_else(|| {
+                attempts.last().and_then(|a| match &a.outcome {
+                    AttemptOutcome::SkippedOpen { retry_after } => Some(*retry_after),
+                    AttemptOutcome::Failed(verdict) => verdict.retry_after(),
+                    _ => None,
+                })
+            }),
             _ => None,
         }
+    }
+
+    /// How many distinct providers the attempts reached or skipped (a provider tried again
+    /// after a wait counts once).
+    fn providers_considered(&self) -> usize {
+        let attempts = self.attempts();
+        let mut seen: Vec<&ProviderId> = Vec::with_capacity(attempts.len());
+        for a in attempts {
+            if !seen.contains(&&a.provider) {
+                seen.push(&a.provider);
+            }
+        }
+        seen.len()
     }
 
     /// The provider's own error, for `NotRetryable` and an `Exhausted` whose last failure
@@ -400,22 +486,32 @@ impl<E> RouteError<E> {
 impl<E: fmt::Display> fmt::Display for RouteError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let tried = self.attempts().len();
+        let attempts = if tried == 1 { "attempt" } else { "attempts" };
         match self {
-            RouteError::AllUnavailable { retry_after, .. } => {
-                write!(f, "all {tried} providers unavailable")?;
+            RouteError::AllUnavailable {
+                retry_after,
+                attempts,
+            } => {
+                match (self.providers_considered(), attempts.first()) {
+                    (1, Some(only)) => write!(f, "provider `{}` unavailable", only.provider)?,
+                    (n, _) => write!(f, "all {n} providers unavailable")?,
+                }
                 match retry_after {
-                    Some(d) => write!(f, "; retry after {}", humantime::format_duration(*d)),
+                    Some(d) => write!(f, "; retry after {}", human(*d)),
                     None => Ok(()),
                 }
             }
             RouteError::Exhausted { last, .. } => {
-                write!(f, "every provider failed ({tried} attempts); last: {last}")
+                write!(
+                    f,
+                    "every provider failed ({tried} {attempts}); last: {last}"
+                )
             }
             RouteError::NotRetryable { error, .. } => write!(f, "request refused: {error}"),
             RouteError::DeadlineExceeded { deadline, .. } => write!(
                 f,
-                "route deadline of {} exceeded after {tried} attempts",
-                humantime::format_duration(*deadline)
+                "route deadline of {} exceeded after {tried} {attempts}",
+                human(*deadline)
             ),
             RouteError::ShuttingDown { .. } => f.write_str("fusebox is shutting down"),
             RouteError::UnknownRoute(name) => write!(f, "unknown route `{name}`"),

@@ -37,8 +37,10 @@ impl ProviderId {
         name: &str,
         meta: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Self {
-        let mut meta: Vec<(Box<str>, Box<str>)> =
-            meta.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        let mut meta: Vec<(Box<str>, Box<str>)> = meta
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
         meta.sort_by(|a, b| a.0.cmp(&b.0));
         ProviderId(Arc::new(Named {
             name: name.into(),

@@ -89,12 +89,16 @@
 //! - [`metrics`]: the metrics fusebox emits through the `metrics` facade.
 
 mod adaptive;
+#[cfg(feature = "async-openai")]
+pub mod async_openai;
+mod attempt;
 pub mod breaker;
 mod bulkhead;
 pub mod classify;
 pub mod config;
 mod error;
 pub mod events;
+pub mod headroom;
 #[cfg(feature = "reqwest")]
 pub mod http;
 mod id;
@@ -109,8 +113,10 @@ pub mod stream;
 mod supervisor;
 #[cfg(feature = "mock-server")]
 pub mod testing;
+#[cfg(feature = "tower")]
+pub mod tower;
 
-pub use breaker::CircuitState;
+pub use breaker::{Cause, CircuitState};
 pub use classify::{http_verdict, http_verdict_at, Classify, HeaderError, Verdict};
 pub use config::{
     Adaptive, AllOpen, Breaker, Bulkhead, Config, Policy, Provider, Route, Tier, Window,
@@ -119,8 +125,11 @@ pub use error::{CallError, ConfigError, RouteError, Scope};
 pub use events::{Event, EventKind};
 pub use id::ProviderId;
 pub use provider::{ProviderHandle, ProviderStatus};
-pub use router::{Attempt, AttemptOutcome, Routed};
+pub use router::{
+    Attempt, AttemptOutcome, Attempts, Reason, RouteMember, RouteStatus, Routed, RouterStatus,
+};
 pub use stream::{GuardedStream, StreamError};
 pub use supervisor::{
     CircuitHealth, Health, ShutdownReport, Supervisor, SupervisorBuilder, UnknownProvider,
+    RELOAD_DRAIN,
 };

@@ -14,11 +14,15 @@
 //! | `fusebox_failure_threshold` | gauge | `provider` | consecutive-failure threshold in force |
 //! | `fusebox_route_attempts_total` | counter | `route`, `provider`, `result` | routed attempts: `success`, `failure`, `timeout`, `ignored`, `skipped_open`, `skipped_isolated`, `skipped_saturated`, `deadline` |
 //! | `fusebox_route_fallbacks_total` | counter | `route`, `from`, `to` | routed calls served by `to` after the first choice `from` failed or was skipped |
+//! | `fusebox_headroom_ratio` | gauge | `provider` | what is left of the provider's tightest rate-limit quota, 0 to 1 (`ProviderStatus::headroom`); 1 when unknown |
+//! | `fusebox_stream_first_token_seconds` | histogram | `provider`, `api` | decoded SSE streams: time to the first content delta (`fusebox::http::sse`) |
+//! | `fusebox_stream_duration_seconds` | histogram | `provider`, `api`, `outcome` | decoded SSE streams: time to their end (`success`) or error (`error`) |
+//! | `fusebox_route_order_changes_total` | counter | `route` | changes of the route's order by the router actor |
 //!
-//! The call counters and gauges are published from the providers' own counters, so the call
-//! path never touches a metric: every `metrics_interval` (see
+//! The call counters and gauges, and the route attempt and fallback counters, are published
+//! from counters the providers and routes keep, so the call path never touches a metric: every `metrics_interval` (see
 //! `SupervisorBuilder::metrics_interval`) and whenever `Supervisor::publish_metrics` is
-//! called. Transitions, durations and route metrics are recorded as they happen. Install
+//! called. Transitions, durations and order changes are recorded as they happen. Install
 //! your recorder before building the supervisor: duration histograms are registered then.
 
 use std::time::Duration;
@@ -26,7 +30,7 @@ use std::time::Duration;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
 
 use crate::breaker::Transition;
-use crate::router::{Attempt, AttemptOutcome};
+use crate::router::{AttemptResult, RouteCounters};
 use crate::{ProviderId, ProviderStatus};
 
 /// Finished calls, by `provider` and `outcome`.
@@ -51,9 +55,18 @@ pub const FAILURE_THRESHOLD: &str = "fusebox_failure_threshold";
 pub const ROUTE_ATTEMPTS: &str = "fusebox_route_attempts_total";
 /// Routed calls served after a fallback, by `route`, `from` and `to`.
 pub const ROUTE_FALLBACKS: &str = "fusebox_route_fallbacks_total";
+/// Changes of a route's order by the router actor, by `route`.
+pub const ROUTE_ORDER_CHANGES: &str = "fusebox_route_order_changes_total";
+
+/// What is left of a provider's tightest rate-limit quota, by `provider`.
+pub const HEADROOM_RATIO: &str = "fusebox_headroom_ratio";
+/// Decoded SSE streams' time to first token, by `provider` and `api`.
+pub const STREAM_FIRST_TOKEN: &str = "fusebox_stream_first_token_seconds";
+/// Decoded SSE streams' duration, by `provider`, `api` and `outcome`.
+pub const STREAM_DURATION: &str = "fusebox_stream_duration_seconds";
 
 /// Every metric name fusebox emits.
-pub const ALL: [&str; 11] = [
+pub const ALL: [&str; 15] = [
     CALLS,
     REJECTIONS,
     CIRCUIT_STATE,
@@ -65,11 +78,29 @@ pub const ALL: [&str; 11] = [
     FAILURE_THRESHOLD,
     ROUTE_ATTEMPTS,
     ROUTE_FALLBACKS,
+    ROUTE_ORDER_CHANGES,
+    HEADROOM_RATIO,
+    STREAM_FIRST_TOKEN,
+    STREAM_DURATION,
 ];
 
 /// Registers a description and unit for every metric with the installed recorder. Called
 /// when a supervisor is built.
 pub fn describe() {
+    describe_gauge!(
+        HEADROOM_RATIO,
+        "What is left of the provider's tightest rate-limit quota (0 to 1; 1 when unknown)."
+    );
+    describe_histogram!(
+        STREAM_FIRST_TOKEN,
+        Unit::Seconds,
+        "Decoded SSE streams: time to the first content delta."
+    );
+    describe_histogram!(
+        STREAM_DURATION,
+        Unit::Seconds,
+        "Decoded SSE streams: time to their end or error."
+    );
     describe_counter!(
         CALLS,
         Unit::Count,
@@ -112,6 +143,11 @@ pub fn describe() {
         Unit::Count,
         "Routed calls served after a fallback."
     );
+    describe_counter!(
+        ROUTE_ORDER_CHANGES,
+        Unit::Count,
+        "Changes of a route's order by the router actor."
+    );
 }
 
 /// Publishes one provider's counters and gauges.
@@ -138,6 +174,11 @@ pub(crate) fn publish(s: &ProviderStatus) {
     gauge!(CIRCUIT_STATE, "provider" => p.clone()).set(f64::from(s.state.as_gauge()));
     gauge!(IN_FLIGHT, "provider" => p.clone()).set(s.in_flight as f64);
     gauge!(QUEUE_DEPTH, "provider" => p.clone()).set(f64::from(s.queued));
+    let headroom = s
+        .headroom
+        .as_ref()
+        .and_then(crate::headroom::Headroom::ratio);
+    gauge!(HEADROOM_RATIO, "provider" => p.clone()).set(headroom.unwrap_or(1.0));
     if let Some(rate) = s.request_rate {
         gauge!(REQUEST_RATE, "provider" => p.clone()).set(rate);
     }
@@ -176,27 +217,27 @@ impl Durations {
     }
 }
 
-/// Records one routed call's attempts, and its fallback when it was served by another
-/// provider than the first choice.
-pub(crate) fn route(route: &str, attempts: &[Attempt], served: Option<&ProviderId>) {
-    for a in attempts {
-        let result = match &a.outcome {
-            AttemptOutcome::Succeeded => "success",
-            AttemptOutcome::Failed(v) if v.is_failure() => "failure",
-            AttemptOutcome::Failed(_) => "ignored",
-            AttemptOutcome::TimedOut(_) => "timeout",
-            AttemptOutcome::DeadlineExceeded => "deadline",
-            AttemptOutcome::SkippedOpen { .. } => "skipped_open",
-            AttemptOutcome::SkippedIsolated => "skipped_isolated",
-            AttemptOutcome::SkippedSaturated => "skipped_saturated",
-        };
-        counter!(ROUTE_ATTEMPTS, "route" => route.to_owned(), "provider" => a.provider.to_string(), "result" => result)
-            .increment(1);
+/// Records that the router changed a route's order.
+pub(crate) fn route_order_changed(route: &str) {
+    counter!(ROUTE_ORDER_CHANGES, "route" => route.to_owned()).increment(1);
+}
+
+/// Publishes one route's attempt and fallback counters (kept by the route, so that routed
+/// calls never touch a metric).
+pub(crate) fn publish_route(route: &str, counters: &RouteCounters) {
+    for (provider, member) in counters.members() {
+        for result in AttemptResult::ALL {
+            let n = member.get(result);
+            if n > 0 {
+                counter!(ROUTE_ATTEMPTS, "route" => route.to_owned(), "provider" => provider.to_string(), "result" => result.as_str())
+                    .absolute(n);
+            }
+        }
     }
-    if let (Some(first), Some(to)) = (attempts.first(), served) {
-        if first.provider != *to {
-            counter!(ROUTE_FALLBACKS, "route" => route.to_owned(), "from" => first.provider.to_string(), "to" => to.to_string())
-                .increment(1);
+    for ((from, to), n) in counters.fallbacks() {
+        if n > 0 && from != to {
+            counter!(ROUTE_FALLBACKS, "route" => route.to_owned(), "from" => from.to_string(), "to" => to.to_string())
+                .absolute(n);
         }
     }
 }

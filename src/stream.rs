@@ -28,8 +28,9 @@ use std::time::Duration;
 use futures::Stream;
 use tokio::time::{Instant, Sleep};
 
-use crate::provider::{Admitted, Count, Delivery};
-use crate::router::{bounded, Attempter, Ended};
+use crate::attempt::{self, bounded, Ended};
+use crate::provider::{Admitted, Delivery};
+use crate::router::Attempter;
 use crate::{ProviderHandle, ProviderId, Verdict};
 
 /// Why a guarded stream ended early.
@@ -93,12 +94,12 @@ impl<E: fmt::Display> fmt::Display for StreamError<E> {
             StreamError::FirstChunkTimeout { provider, after } => write!(
                 f,
                 "no first chunk from provider `{provider}` within {}",
-                humantime::format_duration(*after)
+                crate::error::human(*after)
             ),
             StreamError::Stalled { provider, after } => write!(
                 f,
                 "stream from provider `{provider}` stalled for {}",
-                humantime::format_duration(*after)
+                crate::error::human(*after)
             ),
         }
     }
@@ -129,6 +130,8 @@ pub struct GuardedStream<S: ChunkStream<E>, E, C> {
     provider: ProviderId,
     started: Instant,
     delivered: usize,
+    /// When the first chunk arrived, after `started`.
+    first_chunk: Option<Duration>,
     /// The first-chunk or stall deadline, whichever applies now.
     timer: Option<Pin<Box<Sleep>>>,
     first_chunk_timeout: Option<Duration>,
@@ -191,6 +194,7 @@ where
             provider: handle.id().clone(),
             started,
             delivered: 0,
+            first_chunk: None,
             timer,
             first_chunk_timeout: config.first_chunk_timeout,
             stall_timeout: config.stall_timeout,
@@ -210,13 +214,20 @@ where
         self.delivered
     }
 
-    /// Ends the stream: records `verdict`, then delivers `last` once it is decided.
-    fn end(&mut self, verdict: Verdict, last: Option<Item<S, E>>) {
+    /// Ends the stream: records `verdict` (a stream's latency, for routes, is its time to
+    /// first chunk), then delivers `last` once it is decided.
+    fn end(&mut self, verdict: Verdict, last: Option<Item<S, E>>, timed_out: bool) {
         self.inner = None;
         self.timer = None;
         let decided = self.admitted.take().and_then(|admitted| {
             let elapsed = self.started.elapsed();
-            admitted.report(verdict, elapsed)
+            attempt::record(
+                admitted,
+                verdict,
+                Some(elapsed),
+                timed_out,
+                self.first_chunk,
+            )
         });
         self.ending = Some((decided, last));
     }
@@ -228,6 +239,9 @@ where
         };
         match inner.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
+                if self.delivered == 0 {
+                    self.first_chunk = Some(self.started.elapsed());
+                }
                 self.delivered += 1;
                 self.timer = self
                     .stall_timeout
@@ -237,11 +251,15 @@ where
             Poll::Ready(Some(Err(error))) => {
                 let verdict = (self.classify)(&error);
                 let mid_stream = self.delivered > 0;
-                self.end(verdict, Some(Err(StreamError::Inner { error, mid_stream })));
+                self.end(
+                    verdict,
+                    Some(Err(StreamError::Inner { error, mid_stream })),
+                    false,
+                );
                 self.poll_next_unpinned(cx)
             }
             Poll::Ready(None) => {
-                self.end(Verdict::Success, None);
+                self.end(Verdict::Success, None, false);
                 self.poll_next_unpinned(cx)
             }
             Poll::Pending => {
@@ -260,10 +278,7 @@ where
                         after: after.unwrap_or_default(),
                     },
                 };
-                if let Some(admitted) = &self.admitted {
-                    admitted.handle().shared.counters.add(Count::Timeouts, 1);
-                }
-                self.end(Verdict::Failure, Some(Err(error)));
+                self.end(Verdict::Failure, Some(Err(error)), true);
                 self.poll_next_unpinned(cx)
             }
         }
@@ -330,12 +345,18 @@ where
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => {
             let verdict = classify(&error);
-            admitted.finish(verdict, started.elapsed()).await;
+            let elapsed = Some(started.elapsed());
+            if let Some(decided) = attempt::record(admitted, verdict, elapsed, false, None) {
+                decided.await;
+            }
             return Ended::Failed(verdict, error);
         }
         Err(Some(after)) => {
-            handle.shared.counters.add(Count::Timeouts, 1);
-            admitted.finish(Verdict::Failure, after).await;
+            if let Some(decided) =
+                attempt::record(admitted, Verdict::Failure, Some(after), true, None)
+            {
+                decided.await;
+            }
             return Ended::TimedOut(after);
         }
         Err(None) => return Ended::Deadline,

@@ -126,18 +126,21 @@ fn healthy_calls_by_handle_allocate_nothing() {
     }
 }
 
-/// Not asserted: printed for BENCHMARKS.md (`cargo test --test hot_path -- --nocapture`).
+/// Open rejections and routed calls allocate nothing either: the route's order is read from
+/// the router's published table, its trace holds two attempts inline, and its metrics are
+/// counters the route keeps.
 #[test]
-fn allocations_per_rejection_and_routed_call() {
+fn rejections_and_routed_calls_allocate_nothing() {
     let rt = runtime();
     let fuse = rt.block_on(supervisor());
     let tripped: Result<u64, _> =
         rt.block_on(fuse.call("open", || async { Err(Verdict::Failure) }));
     assert!(matches!(tripped, Err(CallError::Inner(_))));
+    // The router has ranked the open provider last.
+    rt.block_on(fuse.resync_routes());
     let _entered = rt.enter();
     let open = fuse.provider("open").expect("provider");
 
-    let mut report = Vec::new();
     let mut measure = |what: &str, call: &mut dyn FnMut()| {
         call();
         let counted = allocation_counter::measure(|| {
@@ -145,14 +148,23 @@ fn allocations_per_rejection_and_routed_call() {
                 call();
             }
         });
-        report.push(format!(
+        println!(
             "{what}: {:.2} allocations, {:.1} bytes per call",
             counted.count_total as f64 / CALLS as f64,
             counted.bytes_total as f64 / CALLS as f64,
-        ));
+        );
+        assert_eq!(
+            counted.count_total, 0,
+            "{what}: {CALLS} calls allocated {} bytes",
+            counted.bytes_total
+        );
     };
     measure("open rejection (by handle)", &mut || {
         let r: Result<u64, CallError<Verdict>> = ready(open.call(|| async { Ok(1) }));
+        assert!(matches!(r, Err(CallError::Open { .. })));
+    });
+    measure("open rejection (by name)", &mut || {
+        let r: Result<u64, CallError<Verdict>> = ready(fuse.call("open", || async { Ok(1) }));
         assert!(matches!(r, Err(CallError::Open { .. })));
     });
     measure("routed call, primary healthy", &mut || {
@@ -166,7 +178,62 @@ fn allocations_per_rejection_and_routed_call() {
             assert_eq!(r.expect("served").provider, "secondary");
         },
     );
-    for line in report {
-        println!("{line}");
-    }
+}
+
+/// A half-open circuit with every trial slot taken rejects without a message to the actor:
+/// the free slots are published with the gate.
+#[test]
+fn half_open_rejections_with_every_slot_taken_send_no_message() {
+    runtime().block_on(async {
+        let fuse = Supervisor::builder()
+            .provider(
+                Provider::new("trial").breaker(
+                    Breaker::consecutive(1)
+                        .open_for(Duration::from_secs(10))
+                        .jitter(0.0)
+                        .half_open_max_calls(1),
+                ),
+            )
+            .build()
+            .await
+            .expect("config");
+        let failed: Result<u64, _> = fuse.call("trial", || async { Err(Verdict::Failure) }).await;
+        assert!(matches!(failed, Err(CallError::Inner(_))));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        settle().await;
+        // The one trial: held open.
+        let (release, hold) = tokio::sync::oneshot::channel::<()>();
+        let trial = {
+            let fuse = fuse.clone();
+            tokio::spawn(async move {
+                fuse.call("trial", || async move {
+                    let _ = hold.await;
+                    Ok::<u64, Verdict>(1)
+                })
+                .await
+            })
+        };
+        settle().await;
+        let before = messages(&fuse, "trial");
+        for _ in 0..CALLS {
+            let r: Result<u64, CallError<Verdict>> = fuse.call("trial", || async { Ok(1) }).await;
+            assert!(matches!(
+                r,
+                Err(CallError::Open {
+                    state: fusebox::CircuitState::HalfOpen,
+                    ..
+                })
+            ));
+        }
+        settle().await;
+        assert_eq!(
+            messages(&fuse, "trial"),
+            before,
+            "half-open rejections reached the actor"
+        );
+        let status = fuse.provider("trial").expect("provider").status();
+        assert_eq!(status.rejected_half_open, CALLS);
+        let _ = release.send(());
+        assert_eq!(trial.await.expect("task").expect("trial"), 1);
+    });
 }

@@ -1121,11 +1121,30 @@ impl Run {
                 _ => None,
             };
         }
+        // When every member that is not open is saturated, the route waits in the queue of
+        // the first saturated member that has one, then makes one more attempt there.
+        let queued_at = members
+            .iter()
+            .copied()
+            .filter_map(|p| {
+                let b = self.case.providers[p].bulkhead?;
+                (b.queue > 0).then(|| (p, secs(b.queue_timeout_s)))
+            })
+            .max_by_key(|&(_, wait)| wait);
+        if let Some((_, wait)) = queued_at {
+            let last = scripts.last().copied().unwrap_or(OK).bound(longest_timeout);
+            bound = match (bound, last) {
+                (Some(a), Some(b)) => Some(a + wait + b),
+                _ => None,
+            };
+        }
         let bound = match (bound, spec.deadline_s.map(secs)) {
             (Some(a), Some(d)) => Some(a.min(d)),
             (a, d) => a.or(d),
         };
         let bound = bound.map(|d| Instant::now() + d);
+        let requeue =
+            queued_at.map(|(p, wait)| (p, (self.probe.handles[p].status().generation, wait)));
         let may_panic = scripts.iter().any(|s| s.answer == Answer::Panic);
         let (fuse, name, probe) = (
             self.fuse.clone(),
@@ -1148,8 +1167,8 @@ impl Run {
             label,
             join: Some(join),
             bound,
-            provider: None,
-            requeue: None,
+            provider: requeue.map(|(p, _)| p),
+            requeue: requeue.map(|(_, r)| r),
             may_panic,
             aborted: false,
         });

@@ -162,8 +162,12 @@ async fn status_matches_the_supervisor() {
         assert_eq!(json["failure_threshold"], 1);
         assert_eq!(json["open_for_seconds"], OPEN_FOR.as_secs_f64());
         assert_eq!(json["failure_rate"], s.failure_rate);
-        // Every ProviderStatus field is there.
-        assert_eq!(json.as_object().unwrap().len(), 30, "{json}");
+        // The status object is the ProviderStatus's own serialisation.
+        let own = serde_json::to_value(s).unwrap();
+        let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(json), keys(&own), "{json}");
+        assert_eq!(json["meta"], serde_json::json!({}));
+        assert_eq!(json["alive"], true);
     }
     assert_eq!(served[0]["successful"], 2);
     assert_eq!(served[0]["retry_after_seconds"], Value::Null);
@@ -347,7 +351,9 @@ async fn events_stream_a_circuit_opening_within_a_second() {
     assert_eq!(stream.status(), StatusCode::OK);
     assert_eq!(stream.headers()["content-type"], "text/event-stream");
 
+    let mut bus = fuse.subscribe();
     fail(&fuse, "sse-a").await;
+    let published = bus.recv().await.unwrap();
     let mut buffer = String::new();
     let frame = tokio::time::timeout(Duration::from_secs(1), async {
         loop {
@@ -380,6 +386,18 @@ async fn events_stream_a_circuit_opening_within_a_second() {
     assert_eq!(data["failures"], 1);
     assert_eq!(data["generation"], 1);
     assert_eq!(data["retry_after_seconds"], OPEN_FOR.as_secs_f64());
+    assert_eq!(
+        data["message"],
+        "sse-a: circuit opened after 1 consecutive failure; retry after 300ms"
+    );
+    // The frame is the event's own serialisation, timestamp included.
+    assert_eq!(data, serde_json::to_value(&published).unwrap());
+    let stamp = data["timestamp"].as_str().unwrap();
+    let parsed = humantime::parse_rfc3339(stamp).unwrap();
+    let skew = std::time::SystemTime::now()
+        .duration_since(parsed)
+        .unwrap_or_default();
+    assert!(skew < Duration::from_secs(5), "{stamp}");
 
     // Shutdown ends the stream rather than waiting for it.
     let stopped = tokio::time::timeout(Duration::from_secs(1), ops.handle.shutdown()).await;
@@ -644,4 +662,42 @@ async fn event_streams_beyond_their_limit_are_refused_and_never_starve_health() 
     .await
     .expect("the place of a closed stream was never freed");
     assert_eq!(reopened.headers()["content-type"], "text/event-stream");
+}
+
+#[tokio::test]
+async fn liveness_is_200_while_readiness_is_503() {
+    let fuse = supervisor(&["live-a"]).await;
+    let ops = Ops::start(OpsServer::new(fuse.clone())).await;
+    fail(&fuse, "live-a").await;
+    let (status, _) = ops.get("/health").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, body) = ops.get("/health/live").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, serde_json::json!({ "live": true }));
+}
+
+#[tokio::test]
+async fn the_status_page_is_one_self_contained_document() {
+    let fuse = supervisor(&["page-a"]).await;
+    let ops = Ops::start(OpsServer::new(fuse.clone())).await;
+    let response = ops.client.get(ops.url("/")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = response.headers().clone();
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    assert_eq!(headers["cache-control"], "no-store");
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.starts_with("default-src 'none'"), "{csp}");
+    assert!(csp.contains("connect-src 'self'"), "{csp}");
+    let page = response.text().await.unwrap();
+    assert!(page.starts_with("<!doctype html>"));
+    // Nothing from elsewhere: no external script, style, font or image.
+    for needle in ["http://", "https://", "src=", "<link", "@import", "url("] {
+        assert!(!page.contains(needle), "the page loads something: {needle}");
+    }
+    // It reads the server's own routes, relative to itself.
+    for route in ["\"status\"", "\"health\"", "\"routes\"", "\"events\""] {
+        assert!(page.contains(route), "{route}");
+    }
+    // Values are inserted as text, never as markup.
+    assert!(!page.contains("innerHTML"));
 }

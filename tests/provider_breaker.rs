@@ -476,9 +476,45 @@ async fn a_rate_limit_with_a_hint_opens_at_once_for_the_hint() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_rate_limit_without_a_hint_is_an_ordinary_failure() {
+async fn a_rate_limit_without_a_hint_opens_for_rate_limited_for() {
+    // By default: at once, for 5 seconds, without growing the backoff.
     let fuse = start(Provider::new("p")).await;
     let fake = FakeProvider::new(Step::RateLimited(None));
+    let mut events = fuse.subscribe();
+    assert!(call(&fuse, "p", &fake).await.is_err());
+    assert_eq!(state(&fuse), CircuitState::Open);
+    assert_eq!(
+        events.try_recv().unwrap().kind,
+        EventKind::CircuitOpened {
+            cause: Cause::RateLimited,
+            failures: 1,
+            retry_after: secs(5),
+        }
+    );
+    assert_eq!(open_retry_after(&fuse, &fake).await, secs(5));
+    assert_eq!(
+        fake.calls(),
+        1,
+        "no call reached the rate-limiting provider"
+    );
+    // The trial is rate limited again: open for 5 seconds again, not for a grown backoff.
+    sleep(secs(5)).await;
+    assert!(matches!(
+        call(&fuse, "p", &fake).await,
+        Err(CallError::Inner(_))
+    ));
+    assert_eq!(open_retry_after(&fuse, &fake).await, secs(5));
+    assert_eq!(fuse.status()[0].rate_limited, 2);
+
+    // Configured.
+    let provider = Provider::new("p").breaker(Breaker::default().rate_limited_for(secs(30)));
+    let fuse = start(provider).await;
+    assert!(call(&fuse, "p", &fake).await.is_err());
+    assert_eq!(open_retry_after(&fuse, &fake).await, secs(30));
+
+    // Turned off: an ordinary failure, as before.
+    let provider = Provider::new("p").breaker(Breaker::default().rate_limited_for(secs(0)));
+    let fuse = start(provider).await;
     for n in 1..=4 {
         assert!(call(&fuse, "p", &fake).await.is_err());
         assert_eq!(state(&fuse), CircuitState::Closed);

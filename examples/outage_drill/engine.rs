@@ -4,11 +4,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fusebox::http::{check, HttpError};
+use fusebox::http::{check, record_headroom, HttpError};
 use fusebox::testing::MockLlm;
 use fusebox::{
-    AllOpen, AttemptOutcome, Breaker, CircuitState, Event, Provider, ProviderId, Route, Supervisor,
-    Window,
+    AllOpen, AttemptOutcome, Breaker, CircuitState, Event, Provider, ProviderHandle, ProviderId,
+    Route, Supervisor, Window,
 };
 use tokio::time::Instant;
 
@@ -31,6 +31,11 @@ pub(crate) struct Report {
     /// Requests that reached a provider while it was failing (answered with an error, reset,
     /// left hanging, or abandoned).
     pub(crate) reached_failing: u64,
+    /// 429s the providers answered this strategy with (scripted rate limits and spent
+    /// quotas).
+    pub(crate) rate_limited: u64,
+    /// Of `rate_limited`: those answered because a provider's quota was spent.
+    pub(crate) quota_rejections: u64,
     /// Requests served by each provider.
     pub(crate) served_by: Vec<u64>,
     pub(crate) latencies: Vec<Duration>,
@@ -85,23 +90,25 @@ pub(crate) fn supervisor_builder(scenario: &Scenario) -> fusebox::SupervisorBuil
 pub(crate) async fn start_mocks(scenario: &Scenario) -> std::io::Result<Vec<MockLlm>> {
     let mut mocks = Vec::new();
     for p in &scenario.providers {
-        mocks.push(
-            MockLlm::builder()
-                .latency(p.latency)
-                .script(p.faults.clone())
-                .start()
-                .await?,
-        );
+        let mut builder = MockLlm::builder()
+            .latency(p.latency)
+            .script(p.faults.clone());
+        if let Some(quota) = p.quota {
+            builder = builder.quota(quota);
+        }
+        mocks.push(builder.start().await?);
     }
     Ok(mocks)
 }
 
-/// One chat request to a mock, over real HTTP.
+/// One chat request to a mock, over real HTTP. With a provider handle, the response's
+/// rate-limit headers are recorded as its headroom (success or error).
 async fn ask(
     client: &reqwest::Client,
     mock: &MockLlm,
     api: Api,
     n: u64,
+    provider: Option<&ProviderHandle>,
 ) -> Result<String, HttpError> {
     let (url, body) = match api {
         Api::OpenAi => (
@@ -113,7 +120,11 @@ async fn ask(
             serde_json::json!({"model": "drill", "max_tokens": 64, "messages": [{"role": "user", "content": format!("task {n}")}]}),
         ),
     };
-    let response = check(client.post(url).json(&body).send().await?).await?;
+    let response = client.post(url).json(&body).send().await?;
+    if let Some(provider) = provider {
+        record_headroom(provider, response.headers());
+    }
+    let response = check(response).await?;
     Ok(response.text().await?)
 }
 
@@ -125,6 +136,14 @@ fn failing(mocks: &[MockLlm]) -> u64 {
             s.requests.saturating_sub(s.ok)
         })
         .sum()
+}
+
+/// The 429s a strategy's mocks answered, and how many of them for a spent quota.
+fn rate_limited(mocks: &[MockLlm]) -> (u64, u64) {
+    mocks.iter().fold((0, 0), |(all, quota), m| {
+        let s = m.stats();
+        (all + s.errors_with(429), quota + s.quota_rejections)
+    })
 }
 
 /// Shared bookkeeping of a running strategy.
@@ -187,6 +206,8 @@ pub(crate) async fn run_fusebox(
     let names: Arc<Vec<String>> =
         Arc::new(scenario.providers.iter().map(|p| p.name.clone()).collect());
     let apis: Arc<Vec<Api>> = Arc::new(scenario.providers.iter().map(|p| p.api).collect());
+    let handles: Arc<Vec<Option<ProviderHandle>>> =
+        Arc::new(names.iter().map(|name| fuse.provider(name)).collect());
 
     // Circuit states and events, sampled while the agents run.
     let sampler = {
@@ -215,6 +236,7 @@ pub(crate) async fn run_fusebox(
     for agent in 0..scenario.agents {
         let (fuse, log, client) = (fuse.clone(), log.clone(), client.clone());
         let (mocks, names, apis) = (mocks.clone(), names.clone(), apis.clone());
+        let handles = handles.clone();
         let think = scenario.think;
         agents.push(tokio::spawn(async move {
             let mut n = agent as u64 * 1_000_000;
@@ -228,7 +250,8 @@ pub(crate) async fn run_fusebox(
                             .position(|name| p == name.as_str())
                             .unwrap_or(0);
                         let (client, mocks, api) = (client.clone(), mocks.clone(), apis[i]);
-                        async move { ask(&client, &mocks[i], api, n).await }
+                        let handles = handles.clone();
+                        async move { ask(&client, &mocks[i], api, n, handles[i].as_ref()).await }
                     })
                     .await;
                 let latency = t0.elapsed();
@@ -244,6 +267,7 @@ pub(crate) async fn run_fusebox(
     let mut report = std::mem::take(&mut lock(&log).report);
     report.strategy = "fusebox";
     report.reached_failing = failing(&mocks);
+    (report.rate_limited, report.quota_rejections) = rate_limited(&mocks);
     report
 }
 
@@ -332,7 +356,7 @@ pub(crate) async fn run_naive(
                             let ok = matches!(
                                 tokio::time::timeout(
                                     attempt_timeout,
-                                    ask(&client, mock, apis[i], n)
+                                    ask(&client, mock, apis[i], n, None)
                                 )
                                 .await,
                                 Ok(Ok(_))
@@ -375,5 +399,6 @@ pub(crate) async fn run_naive(
     let mut report = std::mem::take(&mut lock(&log).report);
     report.strategy = "naive retry";
     report.reached_failing = failing(&mocks);
+    (report.rate_limited, report.quota_rejections) = rate_limited(&mocks);
     report
 }

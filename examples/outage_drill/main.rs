@@ -10,9 +10,14 @@
 //! a fusebox route (primary → secondary → tertiary); the same script is replayed at the same
 //! time against a second set of mocks through a naive retry loop (2 s, 4 s, 8 s backoff, no
 //! breaker). The primary goes hard down, the secondary has a burst of 429s with Retry-After,
-//! the tertiary turns slow, then everything recovers. A live line shows each provider's
-//! circuit, events print as they happen, and a table compares the strategies at the end. An
-//! SVG timeline of every attempt and circuit state is written to `target/outage_drill.svg`.
+//! the tertiary turns slow, then everything recovers. The secondary also has a quota (250
+//! requests per 8 s window) announced in OpenAI's `x-ratelimit-*` headers: while it carries
+//! the primary's traffic its headroom runs low, then out (429s until the window resets).
+//! fusebox records every response's headroom (`fusebox::http::record_headroom`). A live line
+//! shows each provider's circuit and headroom, events print as they happen, and a table
+//! compares the strategies at the end, with the 429s each received (all of them, and those
+//! for a spent quota). An SVG timeline of every attempt and circuit state is written to
+//! `target/outage_drill.svg`.
 //!
 //! A scenario file:
 //!
@@ -26,6 +31,7 @@
 //! api = "anthropic"     # or "openai"
 //! latency = "150ms"
 //! faults = [ { when = { between = ["4s", "16s"] }, kind = { status = 503 } } ]
+//! quota = { requests = 250, window = "8s" }   # optional; `tokens = 50000` too
 //! ```
 
 mod engine;
@@ -124,11 +130,13 @@ fn state_label(state: fusebox::CircuitState) -> &'static str {
 fn table(reports: &[&Report], providers: &[String]) {
     println!();
     println!(
-        "{:<12} {:>7} {:>7} {:>22} {:>9} {:>9}   served by ({})",
+        "{:<12} {:>7} {:>7} {:>22} {:>6} {:>11} {:>9} {:>9}   served by ({})",
         "strategy",
         "served",
         "failed",
         "reached failing prov.",
+        "429s",
+        "quota 429s",
         "p50",
         "p99",
         providers.join(" / ")
@@ -136,11 +144,13 @@ fn table(reports: &[&Report], providers: &[String]) {
     for r in reports {
         let by: Vec<String> = r.served_by.iter().map(u64::to_string).collect();
         println!(
-            "{:<12} {:>7} {:>7} {:>22} {:>8.0}ms {:>8.0}ms   {}",
+            "{:<12} {:>7} {:>7} {:>22} {:>6} {:>11} {:>8.0}ms {:>8.0}ms   {}",
             r.strategy,
             r.served,
             r.failed,
             r.reached_failing,
+            r.rate_limited,
+            r.quota_rejections,
             r.percentile(50.0).as_secs_f64() * 1000.0,
             r.percentile(99.0).as_secs_f64() * 1000.0,
             by.join(" / ")
@@ -220,7 +230,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                         };
                         let (f, n) = (tally(&fp), tally(&np));
                         let states: Vec<String> = fuse.status().iter()
-                            .map(|s| format!("{} {}", s.provider, state_label(s.state))).collect();
+                            .map(|s| {
+                                let headroom = s.headroom.and_then(|h| h.ratio())
+                                    .map(|r| format!(" {:.0}%", r * 100.0)).unwrap_or_default();
+                                format!("{} {}{headroom}", s.provider, state_label(s.state))
+                            }).collect();
                         let line = format!(
                             "t={:>5.1}s | {} | fusebox {} served {} failed | naive {} served {} failed",
                             start.elapsed().as_secs_f64(), states.join("  "), f.served, f.failed, n.served, n.failed

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use fusebox::testing::{Fault, FaultKind, FaultScript, When};
+use fusebox::testing::{Fault, FaultKind, FaultScript, Quota, When};
 use serde::Deserialize;
 
 /// The API shape a mock provider speaks.
@@ -21,6 +21,8 @@ pub(crate) struct ProviderScript {
     /// How long a healthy answer takes.
     pub(crate) latency: Duration,
     pub(crate) faults: FaultScript,
+    /// A rate-limit quota announced in the responses' headers and enforced with 429s.
+    pub(crate) quota: Option<Quota>,
 }
 
 /// A whole drill.
@@ -47,7 +49,10 @@ fn between(from: f64, until: f64) -> When {
 
 impl Scenario {
     /// The built-in incident: the primary goes hard down, the secondary has a burst of 429s
-    /// with Retry-After, the tertiary turns slow; everything recovers by 20 s.
+    /// with Retry-After, the tertiary turns slow; everything recovers by 20 s. The secondary
+    /// also has a quota of 250 requests per 8 s window: once it carries the primary's traffic
+    /// (from 10 s, after its 429 burst) its headers show the quota running low, and it is
+    /// spent before the window resets at 16 s unless traffic is steered away.
     pub(crate) fn default_drill() -> Scenario {
         let script = |faults: Vec<Fault>| FaultScript { faults };
         Scenario {
@@ -64,6 +69,7 @@ impl Scenario {
                         when: between(4.0, 16.0),
                         kind: FaultKind::Status(503),
                     }]),
+                    quota: None,
                 },
                 ProviderScript {
                     name: "secondary".into(),
@@ -75,6 +81,7 @@ impl Scenario {
                             retry_after: Duration::from_secs(2),
                         },
                     }]),
+                    quota: Some(Quota::requests(250).window(Duration::from_secs(8))),
                 },
                 ProviderScript {
                     name: "tertiary".into(),
@@ -84,6 +91,7 @@ impl Scenario {
                         when: between(8.0, 20.0),
                         kind: FaultKind::Slow(Duration::from_millis(1200)),
                     }]),
+                    quota: None,
                 },
             ],
         }
@@ -116,6 +124,8 @@ impl Scenario {
                 .iter()
                 .map(|p| ProviderScript {
                     latency: d(p.latency),
+                    // The same requests per window: the load scales with time too.
+                    quota: p.quota.map(|q| q.window(d(q.window))),
                     faults: FaultScript {
                         faults: p
                             .faults
@@ -162,11 +172,26 @@ impl Scenario {
                 Some(l) => duration(&format!("providers[{i}].latency"), l)?,
                 None => Duration::from_millis(200),
             };
+            let quota = match &p.quota {
+                Some(q) => {
+                    let window = match &q.window {
+                        Some(w) => duration(&format!("providers[{i}].quota.window"), w)?,
+                        None => Duration::from_secs(60),
+                    };
+                    let quota = Quota::requests(q.requests).window(window);
+                    Some(match q.tokens {
+                        Some(tokens) => quota.tokens(tokens),
+                        None => quota,
+                    })
+                }
+                None => None,
+            };
             providers.push(ProviderScript {
                 name: p.name,
                 api: p.api.unwrap_or(Api::OpenAi),
                 latency,
                 faults: FaultScript { faults: p.faults },
+                quota,
             });
         }
         let default = Scenario::default_drill();
@@ -204,4 +229,13 @@ struct RawProvider {
     latency: Option<String>,
     #[serde(default)]
     faults: Vec<Fault>,
+    quota: Option<RawQuota>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuota {
+    requests: u64,
+    tokens: Option<u64>,
+    window: Option<String>,
 }

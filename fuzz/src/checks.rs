@@ -12,7 +12,10 @@
 use std::time::{Duration, SystemTime};
 
 use fusebox::classify::{parse_retry_after, parse_retry_after_ms, retry_hint};
-use fusebox::http::{classify_response, MAX_ERROR_BODY};
+use fusebox::headroom::{Headroom, HeadroomCell, QuotaKind};
+use fusebox::http::{
+    classify_response, headroom_header_names, parse_headroom, parse_reset, MAX_ERROR_BODY,
+};
 use fusebox::{http_verdict_at, Config, ConfigError, HeaderError, Verdict};
 use serde_json::Value;
 
@@ -148,6 +151,9 @@ pub(crate) fn headers(data: &[u8]) {
     let now = now();
     check_hint(&parse_retry_after(data, now));
     check_hint(&parse_retry_after_ms(data));
+
+    // The same bytes as rate-limit headers.
+    headroom(data);
 
     let (value, rest) = match data.iter().position(|&b| b == b'\n') {
         Some(i) => (&data[..i], &data[i + 1..]),
@@ -353,5 +359,155 @@ pub(crate) fn check_verdict(status: u16, hint: Option<Duration>, body: &[u8], ve
         documented_verdict(status, hint, body),
         "classify_response({status}, hint {hint:?}, body {:?})",
         String::from_utf8_lossy(&body[..body.len().min(300)])
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Rate-limit headroom
+
+/// The `headroom` target (also run by `headers` on every input): `data` as a header block
+/// (`name: value` lines), and whole as the value of every rate-limit header, through
+/// `parse_headroom`, `parse_reset` and a `HeadroomCell`: never a panic, and every field as
+/// the documented rules say.
+pub(crate) fn headroom(data: &[u8]) {
+    let now = now();
+    check_reset(data, parse_reset(data, now));
+    let block: Vec<(String, &[u8])> = data
+        .split(|&b| b == b'\n')
+        .filter_map(|line| {
+            let colon = line.iter().position(|&b| b == b':')?;
+            let name = String::from_utf8_lossy(&line[..colon]).trim().to_owned();
+            Some((
+                name,
+                line[colon + 1..]
+                    .strip_suffix(b"\r")
+                    .unwrap_or(&line[colon + 1..]),
+            ))
+        })
+        .collect();
+    for (_, value) in &block {
+        check_reset(value, parse_reset(value, now));
+    }
+    check_headroom(&block, now);
+    // The whole input as each header's value, and as every header's at once.
+    let mut all = Vec::new();
+    for name in headroom_header_names() {
+        check_headroom(&[(name.to_owned(), data)], now);
+        all.push((name.to_ascii_uppercase(), data));
+    }
+    check_headroom(&all, now);
+}
+
+/// A reset is at most a year; a value of only ASCII digits (after trimming spaces and tabs)
+/// is that many seconds.
+pub(crate) fn check_reset(value: &[u8], reset: Option<Duration>) {
+    if let Some(reset) = reset {
+        assert!(reset <= ONE_YEAR, "reset {reset:?} from {value:?}");
+    }
+    let text = String::from_utf8_lossy(value);
+    let text = text.trim_matches([' ', '\t']);
+    if !text.is_empty() && text.len() <= 12 && text.bytes().all(|b| b.is_ascii_digit()) {
+        let secs: u64 = text.parse().unwrap_or(u64::MAX);
+        let expected = (secs <= ONE_YEAR.as_secs()).then(|| Duration::from_secs(secs));
+        assert_eq!(reset, expected, "parse_reset({text:?})");
+    }
+}
+
+/// The documented header names of each field of a quota, lowercase.
+fn documented_names(kind: QuotaKind, field: &str) -> Vec<String> {
+    let (openai, anthropic) = match kind {
+        QuotaKind::Requests => (Some("requests"), "requests"),
+        QuotaKind::Tokens => (Some("tokens"), "tokens"),
+        QuotaKind::InputTokens => (None, "input-tokens"),
+        QuotaKind::OutputTokens => (None, "output-tokens"),
+        _ => unreachable!("a quota kind this check does not know"),
+    };
+    let mut names = vec![format!("anthropic-ratelimit-{anthropic}-{field}")];
+    names.extend(openai.map(|o| format!("x-ratelimit-{field}-{o}")));
+    names
+}
+
+/// A limit or a remainder as documented: trimmed of spaces and tabs, non-empty ASCII digits
+/// that fit a `u64`.
+fn documented_count(value: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(value).ok()?.trim_matches([' ', '\t']);
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// The first valid value of any of `names` (case-insensitive).
+fn first_valid<T>(
+    headers: &[(String, &[u8])],
+    names: &[String],
+    parse: impl Fn(&[u8]) -> Option<T>,
+) -> Option<T> {
+    headers
+        .iter()
+        .filter(|(n, _)| names.iter().any(|d| d.eq_ignore_ascii_case(n)))
+        .find_map(|(_, v)| parse(v))
+}
+
+/// `parse_headroom` of `headers` is what the documented rules give, and a cell recording it
+/// answers as documented.
+pub(crate) fn check_headroom(headers: &[(String, &[u8])], now: SystemTime) {
+    let parsed = parse_headroom(headers.iter().map(|(n, v)| (n.as_str(), *v)), now);
+    let mut expected = Headroom::default();
+    for kind in QuotaKind::ALL {
+        let remaining = first_valid(
+            headers,
+            &documented_names(kind, "remaining"),
+            documented_count,
+        );
+        let limit = first_valid(headers, &documented_names(kind, "limit"), documented_count);
+        let reset = first_valid(headers, &documented_names(kind, "reset"), |v| {
+            parse_reset(v, now)
+        });
+        *expected.get_mut(kind) = remaining.map(|r| {
+            let mut q = fusebox::headroom::Quota::new(r);
+            if let Some(limit) = limit {
+                q = q.with_limit(limit);
+            }
+            if let Some(reset) = reset {
+                q = q.with_reset(reset);
+            }
+            q
+        });
+    }
+    let expected = (!expected.is_empty()).then_some(expected);
+    assert_eq!(parsed, expected, "parse_headroom({headers:?})");
+    let Some(headroom) = parsed else {
+        return;
+    };
+    if let Some(ratio) = headroom.ratio() {
+        assert!((0.0..=1.0).contains(&ratio), "ratio {ratio}");
+    }
+
+    // A cell: what is current at the instant of the record, then a year later.
+    let cell = HeadroomCell::new();
+    let t0 = tokio::time::Instant::now();
+    cell.record(headroom, t0);
+    assert_eq!(cell.snapshot(), Some(headroom));
+    let mut current = headroom;
+    for kind in QuotaKind::ALL {
+        if current
+            .get(kind)
+            .is_some_and(|q| q.reset == Some(Duration::ZERO))
+        {
+            *current.get_mut(kind) = None;
+        }
+    }
+    let current = (!current.is_empty()).then_some(current);
+    assert_eq!(cell.current(t0), current);
+    assert_eq!(cell.ratio(t0), current.and_then(|h| h.ratio()));
+    assert_eq!(
+        cell.exhausted_until(t0),
+        current.and_then(|h| h.exhausted_for()).map(|d| t0 + d)
+    );
+    let later = t0 + ONE_YEAR;
+    assert_eq!(
+        (cell.current(later), cell.exhausted_until(later)),
+        (None, None)
     );
 }

@@ -30,6 +30,11 @@ impl Backoff {
         }
     }
 
+    /// Continues from `previous`'s number of re-opens (a reloaded breaker).
+    pub(crate) fn carry_level(&mut self, previous: &Backoff) {
+        self.level = previous.level;
+    }
+
     /// The base duration (which adaptive thresholds may change).
     pub(crate) fn base(&self) -> Duration {
         self.base

@@ -67,7 +67,8 @@ pub enum Cause {
     FailureRate,
     /// The slow-call rate over the window reached its threshold.
     SlowCallRate,
-    /// The provider rate-limited a call and said when to come back.
+    /// The provider rate-limited a call: for its `Retry-After` hint, or for
+    /// [`Breaker::rate_limited_for`] when it gave none.
     RateLimited,
     /// A half-open trial failed.
     TrialFailed,
@@ -118,6 +119,10 @@ pub struct Transition {
     pub failures: u32,
     /// When `to` is [`CircuitState::Open`]: how long it stays open.
     pub open_for: Option<Duration>,
+    /// When `to` is [`CircuitState::Closed`]: how long the provider was out of service, from
+    /// the transition that took it out of closed (its first open, or an isolation) to this
+    /// close, re-opens and half-open trials included.
+    pub out_for: Option<Duration>,
 }
 
 /// The right to make one call, handed out by [`State::on_admit`] and given back with its
@@ -307,6 +312,8 @@ pub struct State {
     half_open_max_calls: u32,
     success_threshold: u32,
     trial_timeout: Option<Duration>,
+    /// How long a rate limit without a hint opens the circuit (zero: it does not).
+    rate_limited_for: Duration,
     window: Option<RateWindow>,
     backoff: Backoff,
     consecutive: u32,
@@ -317,6 +324,8 @@ pub struct State {
     next_trial: u64,
     stats: Stats,
     history: VecDeque<Transition>,
+    /// When the circuit last left closed; `None` while closed.
+    out_since: Option<Instant>,
 }
 
 impl State {
@@ -354,6 +363,7 @@ impl State {
             half_open_max_calls: config.half_open_max_calls,
             success_threshold: config.success_threshold,
             trial_timeout: config.trial_timeout,
+            rate_limited_for: config.rate_limited_for,
             window,
             backoff: Backoff::new(
                 config.open_for,
@@ -367,6 +377,7 @@ impl State {
             next_trial: 0,
             stats: Stats::default(),
             history: VecDeque::with_capacity(HISTORY_LEN),
+            out_since: None,
         })
     }
 
@@ -440,6 +451,18 @@ impl State {
     /// The counted failures behind the current (or last) open.
     pub fn failure_count(&self) -> u32 {
         self.open_failures
+    }
+
+    /// While half-open: how many more trials it admits now (0 when every slot is taken);
+    /// `None` in any other state.
+    pub fn free_trial_slots(&self) -> Option<u32> {
+        match &self.phase {
+            Phase::HalfOpen { trials, successes } => Some(
+                self.half_open_max_calls
+                    .saturating_sub(trials.len() as u32 + *successes),
+            ),
+            _ => None,
+        }
     }
 
     /// Half-open trials in flight.
@@ -541,8 +564,9 @@ impl State {
     ///
     /// Statistics always count it. Only an outcome admitted under the current
     /// [epoch](Self::epoch) can change state; an older one (a call that started before the
-    /// last transition or reset) never does, except that a `Retry-After` hint still pushes an
-    /// open deadline later.
+    /// last transition or reset) never does, except that a rate limit still pushes an open
+    /// deadline later (to its `Retry-After` hint, or [`Breaker::rate_limited_for`] without
+    /// one).
     pub fn on_outcome(
         &mut self,
         permit: Permit,
@@ -560,7 +584,9 @@ impl State {
             }
         }
         if stale {
-            if let (Some(d), Phase::Open { until }) = (rate_limit_hint(outcome), &mut self.phase) {
+            if let (Some(d), Phase::Open { until }) =
+                (self.rate_limit_open(outcome), &mut self.phase)
+            {
                 *until = (*until).max(deadline_after(now, d));
             }
             return expired;
@@ -666,17 +692,12 @@ impl State {
         sample: Sample,
         now: Instant,
     ) -> Option<Transition> {
-        match verdict {
-            Verdict::Isolate => {
-                return Some(self.transition(Phase::Isolated, Cause::IsolatingVerdict, now))
-            }
-            Verdict::RateLimited {
-                retry_after: Some(d),
-            } if !d.is_zero() => {
-                self.consecutive = self.consecutive.saturating_add(1);
-                return Some(self.open(Cause::RateLimited, self.consecutive, d, now));
-            }
-            _ => {}
+        if verdict == Verdict::Isolate {
+            return Some(self.transition(Phase::Isolated, Cause::IsolatingVerdict, now));
+        }
+        if let Some(d) = self.rate_limit_open_for(verdict) {
+            self.consecutive = self.consecutive.saturating_add(1);
+            return Some(self.open(Cause::RateLimited, self.consecutive, d, now));
         }
         self.consecutive = if sample.failed {
             self.consecutive.saturating_add(1)
@@ -726,9 +747,9 @@ impl State {
         if verdict == Verdict::Isolate {
             return Some(self.transition(Phase::Isolated, Cause::IsolatingVerdict, now));
         }
-        if let Some(hint) = rate_limit_hint_of(verdict) {
-            // A rate limit is a quota signal, not ill health: the provider said when to come
-            // back, so the open lasts exactly that, without growing the backoff.
+        if let Some(hint) = self.rate_limit_open_for(verdict) {
+            // A rate limit is a quota signal, not ill health: the open lasts what the provider
+            // said (or `rate_limited_for`), without growing the backoff.
             return Some(self.open(Cause::RateLimited, self.open_failures, hint, now));
         }
         if sample.failed || sample.slow {
@@ -788,6 +809,16 @@ impl State {
     fn transition(&mut self, to: Phase, cause: Cause, now: Instant) -> Transition {
         let from = self.state();
         self.phase = to;
+        let closed = matches!(self.phase, Phase::Closed);
+        if from == CircuitState::Closed && !closed {
+            self.out_since = Some(now);
+        }
+        let out_for = if closed {
+            let since = self.out_since.take();
+            since.map(|since| now.saturating_duration_since(since))
+        } else {
+            None
+        };
         self.generation += 1;
         self.epoch += 1;
         if matches!(self.phase, Phase::Closed) {
@@ -803,6 +834,7 @@ impl State {
             at: now,
             failures: 0,
             open_for: None,
+            out_for,
         };
         if self.history.len() == HISTORY_LEN {
             self.history.pop_front();
@@ -819,16 +851,49 @@ impl State {
     }
 }
 
-fn rate_limit_hint_of(verdict: Verdict) -> Option<Duration> {
-    match verdict {
-        Verdict::RateLimited { retry_after } => retry_after.filter(|d| !d.is_zero()),
-        _ => None,
+impl State {
+    /// Takes over `previous`'s circuit (phase, open deadline, trials, generation, epoch,
+    /// backoff level, counts and history) under this breaker's settings: a provider whose
+    /// settings were reloaded keeps an open circuit open until the same deadline. The rate
+    /// window carries over only when its configuration is the same.
+    pub(crate) fn carry_over(&mut self, previous: &State) {
+        self.phase = previous.phase.clone();
+        self.generation = previous.generation;
+        self.epoch = previous.epoch;
+        self.consecutive = previous.consecutive;
+        self.open_failures = previous.open_failures;
+        self.last_open_for = previous.last_open_for;
+        self.next_trial = previous.next_trial;
+        self.stats = previous.stats;
+        self.history = previous.history.clone();
+        self.out_since = previous.out_since;
+        self.backoff.carry_level(&previous.backoff);
+        if let (Some(window), Some(old)) = (&mut self.window, &previous.window) {
+            if window.same_shape(old) {
+                *window = old.clone();
+            }
+        }
     }
 }
 
-fn rate_limit_hint(outcome: Outcome) -> Option<Duration> {
-    match outcome {
-        Outcome::Completed { verdict, .. } => rate_limit_hint_of(verdict),
-        Outcome::Cancelled => None,
+impl State {
+    /// How long a rate limit opens the circuit: its hint, or `rate_limited_for` without one;
+    /// `None` for other verdicts, an explicit zero hint (the provider said to come back at
+    /// once: an ordinary failure), and a hint-less one when `rate_limited_for` is zero.
+    fn rate_limit_open_for(&self, verdict: Verdict) -> Option<Duration> {
+        match verdict {
+            Verdict::RateLimited { retry_after } => {
+                Some(retry_after.unwrap_or(self.rate_limited_for)).filter(|d| !d.is_zero())
+            }
+            _ => None,
+        }
+    }
+
+    /// [`rate_limit_open_for`](Self::rate_limit_open_for) of a completed outcome.
+    fn rate_limit_open(&self, outcome: Outcome) -> Option<Duration> {
+        match outcome {
+            Outcome::Completed { verdict, .. } => self.rate_limit_open_for(verdict),
+            Outcome::Cancelled => None,
+        }
     }
 }

@@ -32,6 +32,15 @@ pub(crate) enum RateWindow {
 }
 
 impl RateWindow {
+    /// Whether `other` measures over the same window (same kind and size).
+    pub(crate) fn same_shape(&self, other: &RateWindow) -> bool {
+        match (self, other) {
+            (RateWindow::Calls(a), RateWindow::Calls(b)) => a.ring.len() == b.ring.len(),
+            (RateWindow::Time(a), RateWindow::Time(b)) => a.width == b.width,
+            _ => false,
+        }
+    }
+
     pub(crate) fn new(window: Window, now: Instant) -> Self {
         match window {
             Window::Calls(n) => RateWindow::Calls(CountWindow::new(n)),

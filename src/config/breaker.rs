@@ -8,6 +8,9 @@ use crate::error::ConfigError;
 /// The largest [`Window::Calls`] accepted (the window keeps one byte per call).
 pub const MAX_WINDOW_CALLS: u32 = 1_000_000;
 
+/// The default of [`Breaker::rate_limited_for`].
+const DEFAULT_RATE_LIMITED_FOR: Duration = Duration::from_secs(5);
+
 /// The window a failure rate or slow-call rate is measured over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Window {
@@ -63,10 +66,12 @@ pub struct Breaker {
     pub(crate) half_open_max_calls: u32,
     pub(crate) success_threshold: u32,
     pub(crate) trial_timeout: Option<Duration>,
+    pub(crate) rate_limited_for: Duration,
 }
 
 impl Default for Breaker {
-    /// Five consecutive failures trip the circuit for 60 seconds; no rate conditions.
+    /// Five consecutive failures trip the circuit for 60 seconds; no rate conditions; a
+    /// rate limit without a hint opens it for 5 seconds.
     fn default() -> Self {
         Breaker {
             consecutive: Some(5),
@@ -80,6 +85,7 @@ impl Default for Breaker {
             half_open_max_calls: 1,
             success_threshold: 1,
             trial_timeout: None,
+            rate_limited_for: DEFAULT_RATE_LIMITED_FOR,
         }
     }
 }
@@ -197,6 +203,45 @@ impl Breaker {
         self
     }
 
+    /// How long a rate limit without a hint opens the circuit: a
+    /// [`Verdict::RateLimited`](crate::Verdict::RateLimited) whose `retry_after` is `None`
+    /// (an HTTP 429 without `Retry-After` or `Retry-After-Ms`, or with a malformed one).
+    ///
+    /// The circuit opens at once for `duration`, as for a provider's own hint: the open does
+    /// not grow the backoff, is not capped by [`max_open_for`](Self::max_open_for), and a
+    /// rate-limited half-open trial re-opens for `duration` again. Without this, a provider
+    /// that is rate limiting keeps receiving every call until enough 429s pile up to trip a
+    /// failure condition, and each of those calls spends its quota further.
+    ///
+    /// Defaults to 5 seconds: rate limits are per-minute
+    /// budgets that providers replenish continuously, so a hint-less 429 usually clears
+    /// within seconds, and a longer default would sideline a healthy provider for a blip.
+    /// It is also what LiteLLM's router cools a deployment down for after a 429 (its
+    /// `DEFAULT_COOLDOWN_TIME_SECONDS`). `Duration::ZERO` turns this off: a hint-less rate
+    /// limit then counts as one ordinary failure, as an explicit `Retry-After: 0` always
+    /// does. At most [`MAX_DURATION`](super::MAX_DURATION).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokio::time::Instant;
+    /// use fusebox::breaker::{CircuitState, Outcome, State};
+    /// use fusebox::{Breaker, Verdict};
+    ///
+    /// let breaker = Breaker::consecutive(5).rate_limited_for(Duration::from_secs(30));
+    /// let now = Instant::now();
+    /// let mut state = State::new(&breaker, now)?;
+    /// let permit = state.on_admit(now).decision.unwrap();
+    /// let limited = Verdict::RateLimited { retry_after: None };
+    /// state.on_outcome(permit, Outcome::Completed { verdict: limited, elapsed: Duration::ZERO }, now);
+    /// assert_eq!(state.state(), CircuitState::Open);
+    /// assert_eq!(state.retry_after(now), Some(Duration::from_secs(30)));
+    /// # Ok::<(), fusebox::ConfigError>(())
+    /// ```
+    pub fn rate_limited_for(mut self, duration: Duration) -> Self {
+        self.rate_limited_for = duration;
+        self
+    }
+
     /// The consecutive-failure threshold, if that condition is enabled.
     pub fn consecutive_threshold(&self) -> Option<u32> {
         self.consecutive
@@ -296,6 +341,7 @@ impl Breaker {
         if let Some(timeout) = self.trial_timeout {
             check::nonzero(scope, "breaker.trial_timeout", timeout)?;
         }
+        check::at_most_max(scope, "breaker.rate_limited_for", self.rate_limited_for)?;
         Ok(())
     }
 }

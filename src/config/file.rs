@@ -1,22 +1,30 @@
-//! Loading a [`Config`] from TOML, and rendering one back.
+//! Loading a [`Config`] from TOML, rendering one back, and [`serde`] for embedding it in
+//! an application's own configuration.
 //!
 //! Durations are [humantime](https://docs.rs/humantime) strings (`"250ms"`, `"30s"`, `"2m"`,
 //! `"1h 30m"`). Every key outside `name`, `providers` (of a route) and
 //! `bulkhead.max_concurrent` is optional and defaults as its builder does; unknown keys are
-//! errors. Syntax and type errors are reported as [`ConfigError::Toml`] with their line and
-//! column; values that parse but are rejected as [`ConfigError::At`] with their line.
+//! errors. A `[defaults]` table holds provider settings every provider inherits: a provider
+//! overrides any of them, key by key (inside `breaker`, `bulkhead`, `adaptive` and `meta`
+//! too; a provider's `adaptive.tiers` replaces the inherited list).
 //!
 //! ```
 //! let config = fusebox::Config::from_toml_str(r#"
 //! event_capacity = 1024        # optional
 //! unhealthy_ratio = 0.5        # optional
 //!
+//! [defaults]                   # optional: every key a provider takes but `name`
+//! call_timeout = "60s"
+//! meta = { region = "eu" }
+//! breaker = { consecutive = 5, open_for = "1m" }
+//!
 //! [[providers]]
 //! name = "anthropic"
-//! call_timeout = "90s"         # optional
+//! call_timeout = "90s"         # optional; overrides [defaults]
 //! record_durations = true      # optional: the call duration histogram
 //! first_chunk_timeout = "20s"  # optional, streamed calls
 //! stall_timeout = "10s"        # optional, streamed calls
+//! meta = { base_url = "https://api.anthropic.com", model = "claude-sonnet-4-6" }
 //!
 //! [providers.breaker]          # optional; every key optional, defaults from Breaker::default()
 //! consecutive = 3              # an integer, or `false` to disable the condition
@@ -31,6 +39,7 @@
 //! half_open_max_calls = 3
 //! success_threshold = 2
 //! trial_timeout = "30s"
+//! rate_limited_for = "5s"      # a 429 without Retry-After; "0s": an ordinary failure
 //!
 //! [providers.bulkhead]         # optional
 //! max_concurrent = 10          # required inside the table
@@ -53,31 +62,156 @@
 //! when_all_open = "fail_fast"  # or { wait = "30s" }
 //! "#)?;
 //! assert_eq!(config.providers.len(), 2);
+//! assert_eq!(config.providers[1].call_timeout_config(), Some(std::time::Duration::from_secs(60)));
+//! assert_eq!(config.providers[0].metadata()["region"], "eu");
 //! assert_eq!(config.routes[0].provider_names(), ["anthropic", "openai"]);
 //! # Ok::<(), fusebox::ConfigError>(())
 //! ```
+//!
+//! # Errors
+//!
+//! Syntax errors are [`ConfigError::Toml`] with their line and column. Everything else is a
+//! [`ConfigError::At`] with the line of the value (or key) at fault, wrapping an error that
+//! names the provider or route and the field ([`ConfigError::field`]), and quotes the value
+//! as written:
+//!
+//! ```text
+//! TOML line 7: provider `anthropic`: bulkhead.max_concurrent = "ten": expected an integer
+//! TOML line 9: provider `anthropic`: breaker.consecutive = 0: must be from 1 to 4294967295, or false to disable the condition
+//! TOML line 4: [defaults]: unknown field `breaker.consecutiv`; expected one of consecutive, open_for, ...
+//! ```
+//!
+//! Each integer field has one range, and every value outside it (negative, zero, too large)
+//! gets the same message. A value written in `[defaults]` is reported against `[defaults]`
+//! when it is malformed, and against the provider inheriting it when the combination is
+//! invalid (such as an inherited `success_threshold` above the provider's own
+//! `half_open_max_calls`), at the line where it was written either way.
+//!
+//! # Serde
+//!
+//! [`Config`] implements [`Serialize`] and [`Deserialize`] in this format, so an application
+//! can embed it in its own configuration, in TOML or any other self-describing format:
+//!
+//! ```
+//! #[derive(serde::Deserialize)]
+//! struct App {
+//!     listen: String,
+//!     fusebox: fusebox::Config,
+//! }
+//!
+//! let app: App = toml::from_str(r#"
+//! listen = "127.0.0.1:8080"
+//! [[fusebox.providers]]
+//! name = "openai"
+//! breaker = { consecutive = 3 }
+//! "#).unwrap();
+//! assert_eq!(app.fusebox.providers[0].breaker_config().consecutive_threshold(), Some(3));
+//! ```
+//!
+//! Deserialising validates, as [`Config::from_toml_str`] does, and reports the same messages,
+//! without line numbers (the surrounding format's error locates them, if it can).
 
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Display;
+use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use toml::de::{DeArray, DeTable, DeValue};
 use toml::{Spanned, Value};
 
-use super::{Adaptive, AllOpen, Breaker, Bulkhead, Config, Policy, Provider, Route, Tier, Window};
+use super::{
+    Adaptive, AllOpen, Breaker, Bulkhead, Config, Policy, Provider, Route, Tier, Window,
+    MAX_EVENT_CAPACITY, MAX_WINDOW_CALLS,
+};
 use crate::error::{ConfigError, Scope};
 
-const DURATION: &str = "must be a duration such as \"250ms\", \"30s\", \"2m\" or \"1h 30m\"";
-const COUNT: &str = "must be an integer from 0 to 4294967295";
+// What a value of the wrong type gets.
+const INTEGER: &str = "expected an integer";
+const NUMBER: &str = "expected a number";
+const STRING: &str = "expected a string";
+const BOOLEAN: &str = "expected true or false";
+const TABLE: &str = "expected a table";
+const TABLES: &str = "expected an array of tables";
+const STRINGS: &str = "expected an array of strings";
+const DURATION: &str = "expected a duration such as \"250ms\", \"30s\", \"2m\" or \"1h 30m\"";
+const META: &str = "expected a string, a number or a boolean";
+
+// Each integer field's one range.
+const FROM_0: &str = "must be from 0 to 4294967295";
+const FROM_1: &str = "must be from 1 to 4294967295";
+const CONSECUTIVE: &str = "must be from 1 to 4294967295, or false to disable the condition";
+const CONSECUTIVE_TYPE: &str = "expected an integer, or false to disable the condition";
+/// As [`Config::validate`] words it.
+const EVENT_CAPACITY: &str =
+    "must be at least 1 and at most 1048576 (the bus allocates it up front)";
+/// As [`Breaker`]'s validation words it.
+const WINDOW_CALLS: &str = "must be between 1 and 1000000 calls";
+const WINDOW: &str = "expected \"<n> calls\" or a duration such as \"60s\"";
+
+/// The longest value quoted in an error.
+const MAX_QUOTED: usize = 80;
+
+const TOP_KEYS: &[&str] = &[
+    "event_capacity",
+    "unhealthy_ratio",
+    "defaults",
+    "providers",
+    "routes",
+];
+const PROVIDER_KEYS: &[&str] = &[
+    "name",
+    "call_timeout",
+    "first_chunk_timeout",
+    "stall_timeout",
+    "record_durations",
+    "meta",
+    "breaker",
+    "bulkhead",
+    "adaptive",
+];
+const DEFAULTS_KEYS: &[&str] = &[
+    "call_timeout",
+    "first_chunk_timeout",
+    "stall_timeout",
+    "record_durations",
+    "meta",
+    "breaker",
+    "bulkhead",
+    "adaptive",
+];
+const BREAKER_KEYS: &[&str] = &[
+    "consecutive",
+    "open_for",
+    "max_open_for",
+    "jitter",
+    "failure_rate",
+    "window",
+    "minimum_calls",
+    "slow_call",
+    "slow_call_ratio",
+    "half_open_max_calls",
+    "success_threshold",
+    "trial_timeout",
+    "rate_limited_for",
+];
+const BULKHEAD_KEYS: &[&str] = &["max_concurrent", "queue", "queue_timeout"];
+const ADAPTIVE_KEYS: &[&str] = &["window", "hysteresis", "tiers"];
+const TIER_KEYS: &[&str] = &["above", "failures", "open_for"];
+const ROUTE_KEYS: &[&str] = &["name", "providers", "policy", "deadline", "when_all_open"];
+/// The tables `[defaults]` merges into a provider key by key.
+const MERGED_TABLES: &[&str] = &["breaker", "bulkhead", "adaptive", "meta"];
 
 impl Config {
     /// Parses a whole configuration from TOML and validates it.
     ///
     /// Durations are humantime strings (`"250ms"`, `"30s"`, `"2m"`, `"1h 30m"`); a breaker
     /// window is `"<n> calls"` or a duration; `consecutive = false` disables that condition;
-    /// a route's `when_all_open` is `"fail_fast"` or `{ wait = "30s" }`. Tables and keys left
-    /// out take the builders' defaults; unknown keys are errors.
-    /// [`to_toml_string`](Self::to_toml_string) writes this format.
+    /// a route's `when_all_open` is `"fail_fast"` or `{ wait = "30s" }`; a `[defaults]` table
+    /// holds settings every provider inherits. Tables and keys left out take the builders'
+    /// defaults; unknown keys are errors. [`to_toml_string`](Self::to_toml_string) writes
+    /// this format; [the module docs](self) show all of it.
     ///
     /// ```
     /// let config = fusebox::Config::from_toml_str(r#"
@@ -85,6 +219,7 @@ impl Config {
     /// name = "anthropic"
     /// breaker = { consecutive = 3, open_for = "2m", failure_rate = 0.5, window = "50 calls" }
     /// bulkhead = { max_concurrent = 10, queue = 100 }
+    /// meta = { base_url = "https://api.anthropic.com" }
     ///
     /// [[routes]]
     /// name = "chat"
@@ -97,21 +232,19 @@ impl Config {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::Toml`] for a syntax error, a value of the wrong type or an unknown key;
-    /// [`ConfigError::At`], with the line, for a well-formed value that is rejected;
+    /// [`ConfigError::Toml`] for a syntax error; [`ConfigError::At`], with the line, for a
+    /// value of the wrong type, an unknown key or a well-formed value that is rejected;
     /// [`ConfigError::NoProviders`] for a document without providers.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| syntax_error(text, &e))?;
-        let (scope, lines) = (Scope::Supervisor, Lines::default());
-        let mut conv = Converter { text, scope, lines };
-        let config = conv.config(raw)?;
-        config.validate().map_err(|e| match conv.lines.locate(&e) {
-            Some(line) => ConfigError::At {
-                line,
-                error: Box::new(e),
-            },
-            None => e,
-        })?;
+        let root = DeTable::parse(text).map_err(|e| syntax_error(text, &e))?;
+        let mut conv = Converter {
+            text,
+            scope: Scope::Supervisor,
+            lines: Lines::default(),
+            inherited: HashSet::new(),
+        };
+        let config = conv.config(root.get_ref())?;
+        config.validate().map_err(|e| conv.lines.locate(e))?;
         Ok(config)
     }
 
@@ -131,22 +264,47 @@ impl Config {
     }
 
     /// Renders this configuration as TOML that [`from_toml_str`](Self::from_toml_str) reads
-    /// back to an equal `Config`. Optional settings are written only when set.
+    /// back to an equal `Config`. Every provider is written whole (no `[defaults]`);
+    /// optional settings are written only when set.
     pub fn to_toml_string(&self) -> String {
-        let raw = RawConfig {
-            event_capacity: Some(sp(i64::try_from(self.event_capacity)
-                .unwrap_or(i64::MAX)
-                .into())),
-            unhealthy_ratio: Some(sp(self.unhealthy_ratio)),
-            providers: self.providers.iter().map(RawProvider::from).collect(),
-            routes: self.routes.iter().map(RawRoute::from).collect(),
-        };
-        toml::to_string(&raw)
+        toml::to_string(&RawConfig::from(self))
             .unwrap_or_else(|e| format!("# fusebox: cannot render this configuration: {e}\n"))
     }
 }
 
-/// A parse or type error, located by its byte span.
+/// In the TOML format, as [`Config::to_toml_string`] writes it.
+impl Serialize for Config {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        RawConfig::from(self).serialize(serializer)
+    }
+}
+
+/// In the TOML format, validated as [`Config::from_toml_str`] validates it.
+impl<'de> Deserialize<'de> for Config {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let value = Value::deserialize(deserializer)?;
+        if !value.is_table() {
+            let kind = value.type_str();
+            let a = if kind.starts_with(['a', 'i']) {
+                "an"
+            } else {
+                "a"
+            };
+            return Err(D::Error::custom(format!(
+                "a fusebox configuration must be a table, not {a} {kind}"
+            )));
+        }
+        let text = toml::to_string(&value).map_err(D::Error::custom)?;
+        Config::from_toml_str(&text).map_err(|e| match e {
+            // The line is of the re-rendered document: meaningless to the caller.
+            ConfigError::At { error, .. } => D::Error::custom(error),
+            other => D::Error::custom(other),
+        })
+    }
+}
+
+/// A syntax error, located by its byte span.
 fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
     let (line, column) = e.span().map_or((1, 1), |span| position(text, span.start));
     let message = e.message().trim_end().to_owned();
@@ -170,91 +328,26 @@ fn position(text: &str, offset: usize) -> (usize, usize) {
     (line, rest.iter().filter(|&&b| b & 0xC0 != 0x80).count() + 1)
 }
 
-// The document as written (and as `to_toml_string` writes it: `None` fields are left out).
-// Integers are read as i128 so that out-of-range values are reported against their field.
+type Item<'i> = Spanned<DeValue<'i>>;
 
-#[derive(Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    event_capacity: Option<Spanned<i128>>,
-    unhealthy_ratio: Option<Spanned<f64>>,
-    #[serde(default)]
-    providers: Vec<RawProvider>,
-    #[serde(default)]
-    routes: Vec<RawRoute>,
-}
-
-#[derive(Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct RawProvider {
-    name: Spanned<String>,
-    call_timeout: Option<Spanned<String>>,
-    first_chunk_timeout: Option<Spanned<String>>,
-    stall_timeout: Option<Spanned<String>>,
-    record_durations: Option<bool>,
-    breaker: Option<RawBreaker>,
-    bulkhead: Option<RawBulkhead>,
-    adaptive: Option<RawAdaptive>,
-}
-
-#[derive(Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct RawBreaker {
-    consecutive: Option<Spanned<Value>>,
-    open_for: Option<Spanned<String>>,
-    max_open_for: Option<Spanned<String>>,
-    jitter: Option<Spanned<f64>>,
-    failure_rate: Option<Spanned<f64>>,
-    window: Option<Spanned<String>>,
-    minimum_calls: Option<Spanned<i128>>,
-    slow_call: Option<Spanned<String>>,
-    slow_call_ratio: Option<Spanned<f64>>,
-    half_open_max_calls: Option<Spanned<i128>>,
-    success_threshold: Option<Spanned<i128>>,
-    trial_timeout: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct RawBulkhead {
-    max_concurrent: Spanned<i128>,
-    queue: Option<Spanned<i128>>,
-    queue_timeout: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct RawAdaptive {
-    window: Option<Spanned<String>>,
-    hysteresis: Option<Spanned<f64>>,
-    tiers: Option<Spanned<Vec<RawTier>>>,
-}
-
-#[derive(Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct RawTier {
-    above: Spanned<i128>,
-    failures: Option<Spanned<i128>>,
-    open_for: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct RawRoute {
-    name: Spanned<String>,
-    providers: Spanned<Vec<Spanned<String>>>,
-    policy: Option<Spanned<String>>,
-    deadline: Option<Spanned<String>>,
-    when_all_open: Option<Spanned<Value>>,
-}
-
-/// Where things sit in the document, so that validation errors can be given a line.
+/// Where validated fields sit in the document, so that errors from [`Config::validate`] can
+/// be given a line and the value as written.
 #[derive(Default)]
 struct Lines {
-    /// (scope, field, the value as validation prints it, line)
-    fields: Vec<(Scope, &'static str, String, usize)>,
+    fields: Vec<Noted>,
     providers: Vec<Named>,
     routes: Vec<Named>,
+}
+
+/// One field as converted.
+struct Noted {
+    scope: Scope,
+    field: &'static str,
+    /// The value as validation prints it.
+    key: String,
+    line: usize,
+    /// The value as written.
+    written: String,
 }
 
 /// A provider or route: its name and line and, for a route, the lines of its providers.
@@ -273,8 +366,10 @@ fn find(items: &[Named], nth: usize, f: impl Fn(&str) -> bool) -> Option<&Named>
 }
 
 impl Lines {
-    /// The line an error from [`Config::validate`] points at, if it can be found.
-    fn locate(&self, e: &ConfigError) -> Option<usize> {
+    /// An error from [`Config::validate`], located: its line and, for a bad value, the value
+    /// as written. A value inherited from `[defaults]` is reported against the provider
+    /// inheriting it, at the line in `[defaults]`.
+    fn locate(&self, e: ConfigError) -> ConfigError {
         let (providers, routes) = (&self.providers[..], &self.routes[..]);
         let blank = |name: &str| name.trim().is_empty();
         let member = |route: &str, provider: &str, nth: usize| {
@@ -282,30 +377,43 @@ impl Lines {
             let mut found = members.iter().filter(|m| m.0 == provider);
             found.nth(nth).map(|m| m.1)
         };
-        match e {
+        let line = match &e {
             ConfigError::InvalidValue {
                 scope,
                 field,
                 value,
-                ..
+                reason,
             } => {
                 let same = || {
                     self.fields
                         .iter()
-                        .filter(|f| &f.0 == scope && f.1 == *field)
+                        .filter(|f| &f.scope == scope && f.field == *field)
                 };
-                let mut matching = same().filter(|f| &f.2 == value);
+                let mut matching = same().filter(|f| &f.key == value);
                 // A duplicated tier boundary is reported at the second of the two.
                 let found = match *field {
                     "adaptive.tiers.above" => matching.next_back(),
                     _ => matching.next(),
                 };
-                let line = found.or_else(|| same().next()).map(|f| f.3);
-                line.or_else(|| match scope {
-                    Scope::Provider(name) => find(providers, 0, |p| p == name).map(|p| p.line),
-                    Scope::Route(name) => find(routes, 0, |r| r == name).map(|r| r.line),
-                    _ => None,
-                })
+                match found.or_else(|| same().next()) {
+                    Some(noted) => {
+                        let error = ConfigError::InvalidValue {
+                            scope: scope.clone(),
+                            field: *field,
+                            value: noted.written.clone(),
+                            reason: *reason,
+                        };
+                        return ConfigError::At {
+                            line: noted.line,
+                            error: Box::new(error),
+                        };
+                    }
+                    None => match scope {
+                        Scope::Provider(name) => find(providers, 0, |p| p == name).map(|p| p.line),
+                        Scope::Route(name) => find(routes, 0, |r| r == name).map(|r| r.line),
+                        _ => None,
+                    },
+                }
             }
             ConfigError::EmptyName { kind: "provider" } => {
                 find(providers, 0, blank).map(|p| p.line)
@@ -319,281 +427,623 @@ impl Lines {
             ConfigError::UnknownProvider { route, provider } => member(route, provider, 0),
             ConfigError::DuplicateRouteProvider { route, provider } => member(route, provider, 1),
             _ => None,
+        };
+        match line {
+            Some(line) => ConfigError::At {
+                line,
+                error: Box::new(e),
+            },
+            None => e,
         }
     }
 }
 
-/// Turns the raw document into builders, noting where each value sits.
+/// Turns the parsed document into builders, checking each value's type and range and noting
+/// where it sits.
 struct Converter<'t> {
     text: &'t str,
     /// The provider, route or supervisor being converted.
     scope: Scope,
     lines: Lines,
+    /// Where the keys and values written in `[defaults]` start.
+    inherited: HashSet<usize>,
 }
 
 impl Converter<'_> {
-    fn line<T>(&self, v: &Spanned<T>) -> usize {
-        position(self.text, v.span().start).0
+    fn line(&self, span: Range<usize>) -> usize {
+        position(self.text, span.start).0
     }
 
-    /// Notes where a field sits; `key` is its value as validation would print it.
-    fn note<T>(&mut self, field: &'static str, key: String, v: &Spanned<T>) {
-        let line = self.line(v);
-        self.lines
-            .fields
-            .push((self.scope.clone(), field, key, line));
-    }
-
-    /// The error for a value that cannot be converted.
-    fn reject<T>(
-        &self,
-        field: &'static str,
-        value: impl Display,
-        why: &'static str,
-        at: &Spanned<T>,
-    ) -> ConfigError {
-        let error = Box::new(ConfigError::invalid(&self.scope, field, value, why));
-        ConfigError::At {
-            line: self.line(at),
-            error,
+    /// The value as written (strings with their quotes), shortened past [`MAX_QUOTED`].
+    fn written(&self, span: Range<usize>) -> String {
+        let text = self.text.get(span).unwrap_or_default().trim();
+        match text.char_indices().nth(MAX_QUOTED) {
+            Some((end, _)) => format!("{}…", &text[..end]),
+            None => text.to_owned(),
         }
     }
 
-    /// The value as written, for a value of the wrong shape.
-    fn written<T>(&self, v: &Spanned<T>) -> String {
-        self.text
-            .get(v.span())
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
+    /// The scope an error about what starts at `span` belongs to: `[defaults]` for what was
+    /// written there.
+    fn scope_at(&self, span: &Range<usize>) -> Scope {
+        if self.inherited.contains(&span.start) {
+            Scope::Defaults
+        } else {
+            self.scope.clone()
+        }
     }
 
+    /// Notes where a converted field sits; `key` is its value as validation would print it.
+    fn note(&mut self, field: &'static str, key: String, v: &Item<'_>) {
+        let noted = Noted {
+            scope: self.scope.clone(),
+            field,
+            key,
+            line: self.line(v.span()),
+            written: self.written(v.span()),
+        };
+        self.lines.fields.push(noted);
+    }
+
+    /// The error for a value of the wrong type or outside its range.
+    fn reject(&self, field: &'static str, v: &Item<'_>, why: &'static str) -> ConfigError {
+        self.reject_as(field, self.written(v.span()), v.span(), why)
+    }
+
+    fn reject_as(
+        &self,
+        field: &'static str,
+        value: impl Display,
+        span: Range<usize>,
+        why: &'static str,
+    ) -> ConfigError {
+        let error = ConfigError::invalid(&self.scope_at(&span), field, value, why);
+        ConfigError::At {
+            line: self.line(span),
+            error: Box::new(error),
+        }
+    }
+
+    /// Rejects the first key (in document order) of `table` that is not in `known`.
+    fn keys(
+        &self,
+        table: &DeTable<'_>,
+        prefix: &str,
+        known: &'static [&'static str],
+    ) -> Result<(), ConfigError> {
+        let unknown = table
+            .keys()
+            .filter(|k| !known.contains(&k.get_ref().as_ref()))
+            .min_by_key(|k| k.span().start);
+        match unknown {
+            None => Ok(()),
+            Some(key) => Err(ConfigError::At {
+                line: self.line(key.span()),
+                error: Box::new(ConfigError::UnknownField {
+                    scope: self.scope_at(&key.span()),
+                    field: format!("{prefix}{}", key.get_ref()),
+                    expected: known,
+                }),
+            }),
+        }
+    }
+
+    fn table<'a, 'i>(
+        &self,
+        field: &'static str,
+        v: &'a Item<'i>,
+    ) -> Result<&'a DeTable<'i>, ConfigError> {
+        v.get_ref()
+            .as_table()
+            .ok_or_else(|| self.reject(field, v, TABLE))
+    }
+
+    fn array<'a, 'i>(
+        &self,
+        field: &'static str,
+        v: &'a Item<'i>,
+        why: &'static str,
+    ) -> Result<&'a DeArray<'i>, ConfigError> {
+        v.get_ref()
+            .as_array()
+            .ok_or_else(|| self.reject(field, v, why))
+    }
+
+    fn string<'a>(&self, field: &'static str, v: &'a Item<'_>) -> Result<&'a str, ConfigError> {
+        v.get_ref()
+            .as_str()
+            .ok_or_else(|| self.reject(field, v, STRING))
+    }
+
+    fn boolean(
+        &self,
+        field: &'static str,
+        v: Option<&Item<'_>>,
+    ) -> Result<Option<bool>, ConfigError> {
+        v.map(|v| {
+            v.get_ref()
+                .as_bool()
+                .ok_or_else(|| self.reject(field, v, BOOLEAN))
+        })
+        .transpose()
+    }
+
+    /// An integer, saturated to `i128` (TOML integers are 64-bit; a longer one is kept as
+    /// out of range).
+    fn integer(
+        &self,
+        field: &'static str,
+        v: &Item<'_>,
+        why: &'static str,
+    ) -> Result<i128, ConfigError> {
+        let Some(n) = v.get_ref().as_integer() else {
+            return Err(self.reject(field, v, why));
+        };
+        let digits = n.as_str();
+        Ok(
+            i128::from_str_radix(digits, n.radix()).unwrap_or(if digits.starts_with('-') {
+                i128::MIN
+            } else {
+                i128::MAX
+            }),
+        )
+    }
+
+    /// An integer in `min..=u32::MAX`, else `range`.
     fn count(
         &mut self,
         field: &'static str,
-        v: Option<Spanned<i128>>,
+        v: Option<&Item<'_>>,
+        min: u32,
+        range: &'static str,
     ) -> Result<Option<u32>, ConfigError> {
         let Some(v) = v else { return Ok(None) };
-        let n =
-            u32::try_from(*v.get_ref()).map_err(|_| self.reject(field, v.get_ref(), COUNT, &v))?;
-        self.note(field, n.to_string(), &v);
+        let n = self.integer(field, v, INTEGER)?;
+        let n = u32::try_from(n)
+            .ok()
+            .filter(|n| *n >= min)
+            .ok_or_else(|| self.reject(field, v, range))?;
+        self.note(field, n.to_string(), v);
         Ok(Some(n))
     }
 
-    fn ratio(&mut self, field: &'static str, v: Option<Spanned<f64>>) -> Option<f64> {
-        let v = v?;
-        self.note(field, v.get_ref().to_string(), &v);
-        Some(v.into_inner())
+    /// A number: a float, or an integer taken as one.
+    fn number(
+        &mut self,
+        field: &'static str,
+        v: Option<&Item<'_>>,
+    ) -> Result<Option<f64>, ConfigError> {
+        let Some(v) = v else { return Ok(None) };
+        let x = match v.get_ref() {
+            // `nan`, `+inf` and the like parse as floats; anything else is not a TOML float.
+            DeValue::Float(f) => f.as_str().parse().unwrap_or(f64::NAN),
+            DeValue::Integer(_) => self.integer(field, v, NUMBER)? as f64,
+            _ => return Err(self.reject(field, v, NUMBER)),
+        };
+        self.note(field, x.to_string(), v);
+        Ok(Some(x))
     }
 
     fn duration(
         &mut self,
         field: &'static str,
-        v: Option<Spanned<String>>,
+        v: Option<&Item<'_>>,
     ) -> Result<Option<Duration>, ConfigError> {
         let Some(v) = v else { return Ok(None) };
-        let d = humantime::parse_duration(v.get_ref().trim())
-            .map_err(|_| self.reject(field, v.get_ref(), DURATION, &v))?;
-        self.note(field, render(d), &v);
+        let d = v
+            .get_ref()
+            .as_str()
+            .and_then(|s| humantime::parse_duration(s.trim()).ok())
+            .ok_or_else(|| self.reject(field, v, DURATION))?;
+        self.note(field, render(d), v);
         Ok(Some(d))
     }
 
-    fn config(&mut self, raw: RawConfig) -> Result<Config, ConfigError> {
+    fn config(&mut self, root: &DeTable<'_>) -> Result<Config, ConfigError> {
+        self.keys(root, "", TOP_KEYS)?;
         let mut config = Config::default();
-        if let Some(v) = raw.event_capacity {
-            let why = "must be at least 1 and at most usize::MAX / 2";
-            config.event_capacity = usize::try_from(*v.get_ref())
-                .map_err(|_| self.reject("event_capacity", v.get_ref(), why, &v))?;
-            self.note("event_capacity", config.event_capacity.to_string(), &v);
+        if let Some(v) = root.get("event_capacity") {
+            let n = self.integer("event_capacity", v, INTEGER)?;
+            config.event_capacity = usize::try_from(n)
+                .ok()
+                .filter(|n| (1..=MAX_EVENT_CAPACITY).contains(n))
+                .ok_or_else(|| self.reject("event_capacity", v, EVENT_CAPACITY))?;
+            self.note("event_capacity", config.event_capacity.to_string(), v);
         }
-        if let Some(ratio) = self.ratio("unhealthy_ratio", raw.unhealthy_ratio) {
+        if let Some(ratio) = self.number("unhealthy_ratio", root.get("unhealthy_ratio"))? {
             config.unhealthy_ratio = ratio;
         }
-        for p in raw.providers {
-            let provider = self.provider(p)?;
-            config.providers.push(provider);
+        let defaults = match root.get("defaults") {
+            Some(v) => {
+                self.scope = Scope::Defaults;
+                let table = self.table("defaults", v)?;
+                self.keys(table, "", DEFAULTS_KEYS)?;
+                self.scope = Scope::Supervisor;
+                mark(table, &mut self.inherited, 0);
+                Some(table)
+            }
+            None => None,
+        };
+        if let Some(v) = root.get("providers") {
+            for item in self.array("providers", v, TABLES)?.iter() {
+                let provider = self.provider(item, defaults)?;
+                config.providers.push(provider);
+            }
         }
-        for r in raw.routes {
-            let route = self.route(r)?;
-            config.routes.push(route);
+        if let Some(v) = root.get("routes") {
+            for item in self.array("routes", v, TABLES)?.iter() {
+                self.scope = Scope::Supervisor;
+                let route = self.route(item)?;
+                config.routes.push(route);
+            }
         }
         Ok(config)
     }
 
-    fn provider(&mut self, raw: RawProvider) -> Result<Provider, ConfigError> {
-        let line = self.line(&raw.name);
-        let mut p = Provider::new(raw.name.into_inner());
-        let (name, list, members) = (p.name.clone(), 0, Vec::new());
+    /// The name of a provider or route table: required, a string.
+    fn name(
+        &self,
+        field: &'static str,
+        kind: &'static str,
+        item: &Item<'_>,
+        table: &DeTable<'_>,
+    ) -> Result<String, ConfigError> {
+        match table.get("name") {
+            Some(v) => Ok(self.string(field, v)?.to_owned()),
+            None => Err(ConfigError::At {
+                line: self.line(item.span()),
+                error: Box::new(ConfigError::EmptyName { kind }),
+            }),
+        }
+    }
+
+    fn provider(
+        &mut self,
+        item: &Item<'_>,
+        defaults: Option<&DeTable<'_>>,
+    ) -> Result<Provider, ConfigError> {
+        self.scope = Scope::Supervisor;
+        let own = item
+            .get_ref()
+            .as_table()
+            .ok_or_else(|| self.reject("providers", item, TABLES))?;
+        let name = self.name("providers.name", "provider", item, own)?;
+        let line = own
+            .get("name")
+            .map_or_else(|| self.line(item.span()), |v| self.line(v.span()));
         self.lines.providers.push(Named {
-            name,
+            name: name.clone(),
             line,
-            list,
-            members,
+            list: 0,
+            members: Vec::new(),
         });
-        self.scope = Scope::Provider(p.name.clone());
-        p.call_timeout = self.duration("call_timeout", raw.call_timeout)?;
-        p.first_chunk_timeout = self.duration("first_chunk_timeout", raw.first_chunk_timeout)?;
-        p.stall_timeout = self.duration("stall_timeout", raw.stall_timeout)?;
-        p.record_durations = raw.record_durations.unwrap_or(p.record_durations);
-        if let Some(b) = raw.breaker {
-            p.breaker = self.breaker(b)?;
+        self.scope = Scope::Provider(name.clone());
+        let merged;
+        let table = match defaults {
+            Some(defaults) => {
+                merged = merge(defaults, own);
+                &merged
+            }
+            None => own,
+        };
+        self.keys(table, "", PROVIDER_KEYS)?;
+
+        let mut p = Provider::new(name);
+        p.call_timeout = self.duration("call_timeout", table.get("call_timeout"))?;
+        p.first_chunk_timeout =
+            self.duration("first_chunk_timeout", table.get("first_chunk_timeout"))?;
+        p.stall_timeout = self.duration("stall_timeout", table.get("stall_timeout"))?;
+        if let Some(record) = self.boolean("record_durations", table.get("record_durations"))? {
+            p.record_durations = record;
         }
-        if let Some(raw) = raw.bulkhead {
-            let max = self.count("bulkhead.max_concurrent", Some(raw.max_concurrent))?;
-            let mut b = Bulkhead::new(max.unwrap_or_default());
-            b.queue = self.count("bulkhead.queue", raw.queue)?.unwrap_or(b.queue);
-            let timeout = self.duration("bulkhead.queue_timeout", raw.queue_timeout)?;
-            b.queue_timeout = timeout.unwrap_or(b.queue_timeout);
-            p.bulkhead = Some(b);
+        if let Some(v) = table.get("meta") {
+            let meta = self.table("meta", v)?;
+            for (key, value) in meta.iter() {
+                let text = match value.get_ref() {
+                    DeValue::String(s) => s.to_string(),
+                    DeValue::Integer(_) => self.integer("meta", value, META)?.to_string(),
+                    DeValue::Float(f) => f.as_str().to_owned(),
+                    DeValue::Boolean(b) => b.to_string(),
+                    _ => return Err(self.reject("meta", value, META)),
+                };
+                p.meta.insert(key.get_ref().to_string(), text);
+            }
         }
-        if let Some(a) = raw.adaptive {
-            p.adaptive = Some(self.adaptive(a)?);
+        if let Some(v) = table.get("breaker") {
+            let t = self.table("breaker", v)?;
+            p.breaker = self.breaker(t)?;
+        }
+        if let Some(v) = table.get("bulkhead") {
+            let t = self.table("bulkhead", v)?;
+            p.bulkhead = Some(self.bulkhead(v, t)?);
+        }
+        if let Some(v) = table.get("adaptive") {
+            let t = self.table("adaptive", v)?;
+            p.adaptive = Some(self.adaptive(t)?);
         }
         Ok(p)
     }
 
-    fn breaker(&mut self, raw: RawBreaker) -> Result<Breaker, ConfigError> {
+    fn breaker(&mut self, t: &DeTable<'_>) -> Result<Breaker, ConfigError> {
+        self.keys(t, "breaker.", BREAKER_KEYS)?;
         let mut b = Breaker::default();
-        if let Some(v) = raw.consecutive {
-            const WHY: &str = "must be a positive integer, or false to disable the condition";
+        if let Some(v) = t.get("consecutive") {
             let field = "breaker.consecutive";
             b.consecutive = match v.get_ref() {
-                Value::Boolean(false) => None,
-                Value::Integer(n) => {
-                    Some(u32::try_from(*n).map_err(|_| self.reject(field, n, WHY, &v))?)
+                DeValue::Boolean(false) => None,
+                DeValue::Integer(_) => {
+                    let n = self.integer(field, v, CONSECUTIVE_TYPE)?;
+                    let n = u32::try_from(n)
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| self.reject(field, v, CONSECUTIVE))?;
+                    Some(n)
                 }
-                _ => return Err(self.reject(field, self.written(&v), WHY, &v)),
+                _ => return Err(self.reject(field, v, CONSECUTIVE_TYPE)),
             };
-            self.note(field, b.consecutive.unwrap_or_default().to_string(), &v);
+            self.note(field, b.consecutive.unwrap_or_default().to_string(), v);
         }
-        if let Some(d) = self.duration("breaker.open_for", raw.open_for)? {
+        if let Some(d) = self.duration("breaker.open_for", t.get("open_for"))? {
             b.open_for = d;
         }
-        b.max_open_for = self.duration("breaker.max_open_for", raw.max_open_for)?;
-        if let Some(ratio) = self.ratio("breaker.jitter", raw.jitter) {
+        b.max_open_for = self.duration("breaker.max_open_for", t.get("max_open_for"))?;
+        if let Some(ratio) = self.number("breaker.jitter", t.get("jitter"))? {
             b.jitter = ratio;
         }
-        b.failure_rate = self.ratio("breaker.failure_rate", raw.failure_rate);
-        if let Some(v) = raw.window {
-            let why = "must be \"<n> calls\" or a duration such as \"60s\"";
-            b.window = parse_window(v.get_ref())
-                .ok_or_else(|| self.reject("breaker.window", v.get_ref(), why, &v))?;
-            self.note("breaker.window", String::new(), &v);
+        b.failure_rate = self.number("breaker.failure_rate", t.get("failure_rate"))?;
+        if let Some(v) = t.get("window") {
+            let field = "breaker.window";
+            let window = self
+                .string(field, v)
+                .ok()
+                .and_then(parse_window)
+                .ok_or_else(|| self.reject(field, v, WINDOW))?;
+            b.window = match window {
+                Parsed::Calls(n) => match u32::try_from(n) {
+                    Ok(n) if (1..=MAX_WINDOW_CALLS).contains(&n) => Window::Calls(n),
+                    _ => return Err(self.reject(field, v, WINDOW_CALLS)),
+                },
+                Parsed::Time(d) => Window::Time(d),
+            };
+            let key = match b.window {
+                Window::Calls(n) => format!("{n} calls"),
+                Window::Time(d) => render(d),
+            };
+            self.note(field, key, v);
         }
-        b.minimum_calls = self.count("breaker.minimum_calls", raw.minimum_calls)?;
-        b.slow_call = match (raw.slow_call, raw.slow_call_ratio) {
+        b.minimum_calls = self.count("breaker.minimum_calls", t.get("minimum_calls"), 1, FROM_1)?;
+        b.slow_call = match (t.get("slow_call"), t.get("slow_call_ratio")) {
             (None, None) => None,
-            (Some(t), None) => {
+            (Some(threshold), None) => {
                 let why = "is required when breaker.slow_call is set";
-                return Err(self.reject("breaker.slow_call_ratio", "(not set)", why, &t));
+                return Err(self.reject_as(
+                    "breaker.slow_call_ratio",
+                    "(not set)",
+                    threshold.span(),
+                    why,
+                ));
             }
-            (None, Some(r)) => {
+            (None, Some(ratio)) => {
                 let why = "is required when breaker.slow_call_ratio is set";
-                return Err(self.reject("breaker.slow_call", "(not set)", why, &r));
+                return Err(self.reject_as("breaker.slow_call", "(not set)", ratio.span(), why));
             }
-            (t, r) => {
-                let threshold = self.duration("breaker.slow_call", t)?;
-                threshold.zip(self.ratio("breaker.slow_call_ratio", r))
+            (threshold, ratio) => {
+                let threshold = self.duration("breaker.slow_call", threshold)?;
+                threshold.zip(self.number("breaker.slow_call_ratio", ratio)?)
             }
         };
-        if let Some(n) = self.count("breaker.half_open_max_calls", raw.half_open_max_calls)? {
+        let half_open = t.get("half_open_max_calls");
+        if let Some(n) = self.count("breaker.half_open_max_calls", half_open, 1, FROM_1)? {
             b.half_open_max_calls = n;
         }
-        if let Some(n) = self.count("breaker.success_threshold", raw.success_threshold)? {
+        let success = t.get("success_threshold");
+        if let Some(n) = self.count("breaker.success_threshold", success, 1, FROM_1)? {
             b.success_threshold = n;
         }
-        b.trial_timeout = self.duration("breaker.trial_timeout", raw.trial_timeout)?;
+        b.trial_timeout = self.duration("breaker.trial_timeout", t.get("trial_timeout"))?;
+        if let Some(d) = self.duration("breaker.rate_limited_for", t.get("rate_limited_for"))? {
+            b.rate_limited_for = d;
+        }
         Ok(b)
     }
 
-    fn adaptive(&mut self, raw: RawAdaptive) -> Result<Adaptive, ConfigError> {
+    fn bulkhead(&mut self, v: &Item<'_>, t: &DeTable<'_>) -> Result<Bulkhead, ConfigError> {
+        self.keys(t, "bulkhead.", BULKHEAD_KEYS)?;
+        let field = "bulkhead.max_concurrent";
+        let Some(max) = self.count(field, t.get("max_concurrent"), 1, FROM_1)? else {
+            let why = "is required in a bulkhead table";
+            return Err(self.reject_as(field, "(not set)", v.span(), why));
+        };
+        let mut b = Bulkhead::new(max);
+        if let Some(n) = self.count("bulkhead.queue", t.get("queue"), 0, FROM_0)? {
+            b.queue = n;
+        }
+        if let Some(d) = self.duration("bulkhead.queue_timeout", t.get("queue_timeout"))? {
+            b.queue_timeout = d;
+        }
+        Ok(b)
+    }
+
+    fn adaptive(&mut self, t: &DeTable<'_>) -> Result<Adaptive, ConfigError> {
+        self.keys(t, "adaptive.", ADAPTIVE_KEYS)?;
         let default = Adaptive::default();
         let mut a = Adaptive {
             window: self
-                .duration("adaptive.window", raw.window)?
+                .duration("adaptive.window", t.get("window"))?
                 .unwrap_or(default.window),
             hysteresis: self
-                .ratio("adaptive.hysteresis", raw.hysteresis)
+                .number("adaptive.hysteresis", t.get("hysteresis"))?
                 .unwrap_or(default.hysteresis),
             ..default
         };
-        if let Some(tiers) = raw.tiers {
-            self.note("adaptive.tiers", String::new(), &tiers);
+        if let Some(v) = t.get("tiers") {
+            let field = "adaptive.tiers";
+            let tiers = self.array(field, v, TABLES)?;
+            self.note(field, String::new(), v);
             a.tiers.clear();
-            for t in tiers.into_inner() {
-                let above = self.count("adaptive.tiers.above", Some(t.above))?;
-                let mut tier = Tier::above(above.unwrap_or_default());
-                tier.failures = self.count("adaptive.tiers.failures", t.failures)?;
-                tier.open_for = self.duration("adaptive.tiers.open_for", t.open_for)?;
-                a = a.tier(tier);
+            for item in tiers.iter() {
+                let tier = item
+                    .get_ref()
+                    .as_table()
+                    .ok_or_else(|| self.reject(field, item, TABLES))?;
+                self.keys(tier, "adaptive.tiers.", TIER_KEYS)?;
+                let field = "adaptive.tiers.above";
+                let above = match tier.get("above") {
+                    Some(v) => self.count(field, Some(v), 0, FROM_0)?.unwrap_or_default(),
+                    None => {
+                        let why = "is required in a tier";
+                        return Err(self.reject_as(field, "(not set)", item.span(), why));
+                    }
+                };
+                let mut t = Tier::above(above);
+                t.failures =
+                    self.count("adaptive.tiers.failures", tier.get("failures"), 1, FROM_1)?;
+                t.open_for = self.duration("adaptive.tiers.open_for", tier.get("open_for"))?;
+                a = a.tier(t);
             }
         }
         Ok(a)
     }
 
-    fn route(&mut self, raw: RawRoute) -> Result<Route, ConfigError> {
-        let (line, list) = (self.line(&raw.name), self.line(&raw.providers));
-        let members: Vec<_> = raw
-            .providers
+    fn route(&mut self, item: &Item<'_>) -> Result<Route, ConfigError> {
+        let table = item
             .get_ref()
-            .iter()
-            .map(|p| (p.get_ref().clone(), self.line(p)))
-            .collect();
-        let mut r = Route::new(raw.name.into_inner()).providers(members.iter().map(|m| &m.0));
-        let name = r.name.clone();
+            .as_table()
+            .ok_or_else(|| self.reject("routes", item, TABLES))?;
+        let name = self.name("routes.name", "route", item, table)?;
+        self.scope = Scope::Route(name.clone());
+        self.keys(table, "", ROUTE_KEYS)?;
+        let line = table
+            .get("name")
+            .map_or_else(|| self.line(item.span()), |v| self.line(v.span()));
+        let mut members = Vec::new();
+        let list = match table.get("providers") {
+            Some(v) => {
+                for p in self.array("providers", v, STRINGS)?.iter() {
+                    let name = p
+                        .get_ref()
+                        .as_str()
+                        .ok_or_else(|| self.reject("providers", p, STRING))?;
+                    members.push((name.to_owned(), self.line(p.span())));
+                }
+                self.line(v.span())
+            }
+            None => line,
+        };
+        let mut r = Route::new(name.clone()).providers(members.iter().map(|m| &m.0));
         self.lines.routes.push(Named {
             name,
             line,
             list,
             members,
         });
-        self.scope = Scope::Route(r.name.clone());
-        if let Some(v) = raw.policy {
+        if let Some(v) = table.get("policy") {
+            const WHY: &str = "must be \"priority\", \"least_loaded\" or \"lowest_latency\"";
             r.policy = match v.get_ref().as_str() {
-                "priority" => Policy::Priority,
-                "least_loaded" => Policy::LeastLoaded,
-                "lowest_latency" => Policy::LowestLatency,
-                other => {
-                    let why = "must be \"priority\", \"least_loaded\" or \"lowest_latency\"";
-                    return Err(self.reject("policy", other, why, &v));
-                }
+                Some("priority") => Policy::Priority,
+                Some("least_loaded") => Policy::LeastLoaded,
+                Some("lowest_latency") => Policy::LowestLatency,
+                _ => return Err(self.reject("policy", v, WHY)),
             };
         }
-        r.deadline = self.duration("deadline", raw.deadline)?;
-        if let Some(v) = raw.when_all_open {
-            let wait = match v.get_ref() {
-                Value::String(s) if s == "fail_fast" => None,
-                Value::Table(t) if t.len() == 1 => {
-                    t.get("wait").and_then(Value::as_str).or(Some(""))
-                }
-                _ => Some(""),
-            };
-            r.when_all_open = match wait {
-                None => AllOpen::FailFast,
-                Some("") => {
-                    let why = "must be \"fail_fast\" or { wait = \"<duration>\" }";
-                    return Err(self.reject("when_all_open", self.written(&v), why, &v));
-                }
-                Some(s) => {
-                    let d =
-                        self.duration("when_all_open", Some(Spanned::new(v.span(), s.to_owned())))?;
-                    AllOpen::Wait(d.unwrap_or_default())
-                }
+        r.deadline = self.duration("deadline", table.get("deadline"))?;
+        if let Some(v) = table.get("when_all_open") {
+            const WHY: &str = "must be \"fail_fast\" or { wait = \"<duration>\" }";
+            r.when_all_open = match v.get_ref() {
+                DeValue::String(s) if s == "fail_fast" => AllOpen::FailFast,
+                DeValue::Table(t) if t.len() == 1 => match t.get("wait") {
+                    Some(wait) => {
+                        let d = wait
+                            .get_ref()
+                            .as_str()
+                            .and_then(|s| humantime::parse_duration(s.trim()).ok())
+                            .ok_or_else(|| self.reject("when_all_open", v, WHY))?;
+                        self.note("when_all_open", render(d), v);
+                        AllOpen::Wait(d)
+                    }
+                    None => return Err(self.reject("when_all_open", v, WHY)),
+                },
+                _ => return Err(self.reject("when_all_open", v, WHY)),
             };
         }
         Ok(r)
     }
 }
 
+/// Notes where every key and value of a `[defaults]` table starts (to three levels, the
+/// deepest the format goes: `adaptive.tiers[n].above`).
+fn mark(table: &DeTable<'_>, starts: &mut HashSet<usize>, depth: usize) {
+    for (key, value) in table.iter() {
+        starts.insert(key.span().start);
+        starts.insert(value.span().start);
+        if depth < 3 {
+            match value.get_ref() {
+                DeValue::Table(t) => mark(t, starts, depth + 1),
+                DeValue::Array(items) => {
+                    for item in items.iter() {
+                        starts.insert(item.span().start);
+                        if let DeValue::Table(t) = item.get_ref() {
+                            mark(t, starts, depth + 1);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A provider's table with `[defaults]` under it: the provider's keys win, and the
+/// [`MERGED_TABLES`] merge key by key.
+fn merge<'i>(defaults: &DeTable<'i>, own: &DeTable<'i>) -> DeTable<'i> {
+    let mut merged = defaults.clone();
+    for (key, value) in own.iter() {
+        let inherited = merged.remove(key.get_ref().as_ref());
+        let value = match (inherited, value.get_ref()) {
+            (Some(base), DeValue::Table(over))
+                if MERGED_TABLES.contains(&key.get_ref().as_ref()) =>
+            {
+                match base.get_ref() {
+                    DeValue::Table(base) => {
+                        let mut table = base.clone();
+                        for (k, v) in over.iter() {
+                            table.remove(k.get_ref().as_ref());
+                            table.insert(k.clone(), v.clone());
+                        }
+                        Spanned::new(value.span(), DeValue::Table(table))
+                    }
+                    _ => value.clone(),
+                }
+            }
+            _ => value.clone(),
+        };
+        merged.insert(key.clone(), value);
+    }
+    merged
+}
+
+/// A breaker window as written.
+enum Parsed {
+    Calls(u64),
+    Time(Duration),
+}
+
 /// `"<n> calls"` (or `"1 call"`) or a duration.
-fn parse_window(text: &str) -> Option<Window> {
+fn parse_window(text: &str) -> Option<Parsed> {
     let text = text.trim();
     match text
         .strip_suffix("calls")
         .or_else(|| text.strip_suffix("call"))
     {
-        Some(n) => n.trim().parse().ok().map(Window::Calls),
-        None => humantime::parse_duration(text).ok().map(Window::Time),
+        Some(n) => {
+            let n = n.trim();
+            let digits = !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+            // Any number of digits: a huge count is out of range, not malformed.
+            digits
+                .then(|| n.parse().unwrap_or(u64::MAX))
+                .map(Parsed::Calls)
+        }
+        None => humantime::parse_duration(text).ok().map(Parsed::Time),
     }
 }
 
@@ -601,59 +1051,150 @@ fn render(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
-/// A value to write (spans are only read).
-fn sp<T>(value: T) -> Spanned<T> {
-    Spanned::new(0..0, value)
+// The document as `to_toml_string` (and `Serialize`) writes it: `None` fields are left out.
+
+#[derive(Serialize)]
+struct RawConfig {
+    event_capacity: u64,
+    unhealthy_ratio: f64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    providers: Vec<RawProvider>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    routes: Vec<RawRoute>,
 }
 
-fn dur(d: Duration) -> Option<Spanned<String>> {
-    Some(sp(render(d)))
+#[derive(Serialize)]
+struct RawProvider {
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    call_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_chunk_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stall_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record_durations: Option<bool>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    meta: BTreeMap<String, String>,
+    breaker: RawBreaker,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bulkhead: Option<RawBulkhead>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    adaptive: Option<RawAdaptive>,
+}
+
+#[derive(Serialize)]
+struct RawBreaker {
+    /// An integer, or `false`.
+    consecutive: Value,
+    open_for: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_open_for: Option<String>,
+    jitter: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure_rate: Option<f64>,
+    window: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    minimum_calls: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slow_call: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slow_call_ratio: Option<f64>,
+    half_open_max_calls: u32,
+    success_threshold: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trial_timeout: Option<String>,
+    rate_limited_for: String,
+}
+
+#[derive(Serialize)]
+struct RawBulkhead {
+    max_concurrent: u32,
+    queue: u32,
+    queue_timeout: String,
+}
+
+#[derive(Serialize)]
+struct RawAdaptive {
+    window: String,
+    hysteresis: f64,
+    tiers: Vec<RawTier>,
+}
+
+#[derive(Serialize)]
+struct RawTier {
+    above: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failures: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    open_for: Option<String>,
+}
+
+#[derive(Serialize)]
+struct RawRoute {
+    name: String,
+    providers: Vec<String>,
+    policy: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deadline: Option<String>,
+    /// `"fail_fast"`, or `{ wait = "<duration>" }`.
+    when_all_open: Value,
+}
+
+impl From<&Config> for RawConfig {
+    fn from(c: &Config) -> Self {
+        RawConfig {
+            event_capacity: u64::try_from(c.event_capacity).unwrap_or(u64::MAX),
+            unhealthy_ratio: c.unhealthy_ratio,
+            providers: c.providers.iter().map(RawProvider::from).collect(),
+            routes: c.routes.iter().map(RawRoute::from).collect(),
+        }
+    }
 }
 
 impl From<&Provider> for RawProvider {
     fn from(p: &Provider) -> Self {
         let b = &p.breaker;
-        let count = |n: u32| Some(sp(i128::from(n)));
         let breaker = RawBreaker {
-            consecutive: Some(sp(b
-                .consecutive
-                .map_or(Value::Boolean(false), |n| n.into()))),
-            open_for: dur(b.open_for),
-            max_open_for: b.max_open_for.and_then(dur),
-            jitter: Some(sp(b.jitter)),
-            failure_rate: b.failure_rate.map(sp),
-            window: Some(sp(match b.window {
+            consecutive: b.consecutive.map_or(Value::Boolean(false), |n| n.into()),
+            open_for: render(b.open_for),
+            max_open_for: b.max_open_for.map(render),
+            jitter: b.jitter,
+            failure_rate: b.failure_rate,
+            window: match b.window {
                 Window::Calls(n) => format!("{n} calls"),
                 Window::Time(d) => render(d),
-            })),
-            minimum_calls: b.minimum_calls.and_then(count),
-            slow_call: b.slow_call.and_then(|s| dur(s.0)),
-            slow_call_ratio: b.slow_call.map(|s| sp(s.1)),
-            half_open_max_calls: count(b.half_open_max_calls),
-            success_threshold: count(b.success_threshold),
-            trial_timeout: b.trial_timeout.and_then(dur),
+            },
+            minimum_calls: b.minimum_calls,
+            slow_call: b.slow_call.map(|s| render(s.0)),
+            slow_call_ratio: b.slow_call.map(|s| s.1),
+            half_open_max_calls: b.half_open_max_calls,
+            success_threshold: b.success_threshold,
+            trial_timeout: b.trial_timeout.map(render),
+            rate_limited_for: render(b.rate_limited_for),
         };
         let tier = |t: &Tier| RawTier {
-            above: sp(t.above.into()),
-            failures: t.failures.and_then(count),
-            open_for: t.open_for.and_then(dur),
+            above: t.above,
+            failures: t.failures,
+            open_for: t.open_for.map(render),
         };
         RawProvider {
-            name: sp(p.name.clone()),
-            call_timeout: p.call_timeout.and_then(dur),
-            first_chunk_timeout: p.first_chunk_timeout.and_then(dur),
-            stall_timeout: p.stall_timeout.and_then(dur),
+            name: p.name.clone(),
+            call_timeout: p.call_timeout.map(render),
+            first_chunk_timeout: p.first_chunk_timeout.map(render),
+            stall_timeout: p.stall_timeout.map(render),
             record_durations: (!p.record_durations).then_some(false),
-            breaker: Some(breaker),
+            meta: p.meta.clone(),
+            breaker,
             bulkhead: p.bulkhead.map(|b| RawBulkhead {
-                max_concurrent: sp(b.max_concurrent.into()),
-                queue: count(b.queue),
-                queue_timeout: dur(b.queue_timeout),
+                max_concurrent: b.max_concurrent,
+                queue: b.queue,
+                queue_timeout: render(b.queue_timeout),
             }),
             adaptive: p.adaptive.as_ref().map(|a| RawAdaptive {
-                window: dur(a.window),
-                hysteresis: Some(sp(a.hysteresis)),
-                tiers: Some(sp(a.tiers.iter().map(tier).collect())),
+                window: render(a.window),
+                hysteresis: a.hysteresis,
+                tiers: a.tiers.iter().map(tier).collect(),
             }),
         }
     }
@@ -675,11 +1216,11 @@ impl From<&Route> for RawRoute {
             ),
         };
         RawRoute {
-            name: sp(r.name.clone()),
-            providers: sp(r.providers.iter().cloned().map(sp).collect()),
-            policy: Some(sp(policy.to_owned())),
-            deadline: r.deadline.and_then(dur),
-            when_all_open: Some(sp(when_all_open)),
+            name: r.name.clone(),
+            providers: r.providers.clone(),
+            policy,
+            deadline: r.deadline.map(render),
+            when_all_open,
         }
     }
 }

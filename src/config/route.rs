@@ -10,8 +10,9 @@ use crate::error::ConfigError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Policy {
-    /// The configured order, closed circuits before half-open ones; open and isolated
-    /// circuits are skipped. The default.
+    /// The configured order; open and isolated circuits are skipped without a call, a
+    /// half-open one receives its free trial slots, and a provider the router demoted
+    /// (failing often while still closed) goes behind the others. The default.
     #[default]
     Priority,
     /// The provider with the most spare capacity (in-flight and queued calls relative to its

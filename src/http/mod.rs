@@ -74,8 +74,27 @@ use crate::classify::retry_hint;
 use crate::{Classify, Verdict};
 
 mod body;
+mod headroom;
+#[cfg(feature = "reqwest-middleware")]
+mod middleware;
+mod send;
+pub mod sse;
 
 use body::ErrorBody;
+pub use headroom::{headroom, headroom_header_names, parse_headroom, parse_reset, record_headroom};
+#[cfg(feature = "reqwest-middleware")]
+pub use middleware::FuseMiddleware;
+/// The reqwest fusebox is built against, so that users name the same version.
+pub use reqwest;
+#[cfg(any(
+    feature = "tower",
+    feature = "reqwest-middleware",
+    feature = "async-openai"
+))]
+pub(crate) use send::error_verdict;
+#[cfg(any(feature = "reqwest-middleware", feature = "async-openai"))]
+pub(crate) use send::split;
+pub use send::{send, send_via, Rejected};
 
 /// The most bytes of an error body read and parsed: 64 KiB.
 ///

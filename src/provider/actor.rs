@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use kameo::actor::{Actor, ActorRef, WeakActorRef};
+use kameo::actor::{Actor, ActorRef, Recipient, WeakActorRef};
 use kameo::error::{ActorStopReason, PanicError};
 use kameo::message::{Context, Message};
 use tokio::sync::{broadcast, oneshot, watch};
@@ -56,6 +56,19 @@ pub(crate) struct Ctx {
     /// When the actor next wants a [`Tick`].
     pub(crate) wake: watch::Sender<Option<Instant>>,
     pub(crate) closing: Arc<Closing>,
+    /// Told of every transition: the router actor, which re-ranks the routes.
+    pub(crate) router: Option<Recipient<CircuitChanged>>,
+}
+
+/// A provider's circuit changed: the notification provider actors send the router. A
+/// trigger only: the router reads the gate for the truth, and a later epoch supersedes an
+/// earlier one.
+#[derive(Debug, Clone)]
+pub(crate) struct CircuitChanged {
+    pub(crate) provider: ProviderId,
+    /// The outcome epoch after the change (monotonic per provider).
+    pub(crate) epoch: u64,
+    pub(crate) state: CircuitState,
 }
 
 /// The actor deciding one provider's circuit. Its state lives in [`Shared`], so recovering
@@ -309,15 +322,19 @@ impl ProviderActor {
             crate::metrics::transition(&shared.id, t);
             log_transition(&shared.id, t);
             self.emit(events::from_transition(&shared.id, t));
+            if let Some(router) = &self.ctx.router {
+                // A router that is restarting or gone resyncs from the gates.
+                let _ = router
+                    .tell(CircuitChanged {
+                        provider: shared.id.clone(),
+                        epoch: shared.gate().epoch,
+                        state: t.to,
+                    })
+                    .try_send();
+            }
         }
         if let Some(kind) = adapted {
-            self.emit(Event {
-                provider: shared.id.clone(),
-                kind,
-                at: now,
-                generation,
-                cause: None,
-            });
+            self.emit(Event::new(shared.id.clone(), kind, now, generation, None));
         }
         self.ctx.wake.send_replace(wake);
         transition
@@ -335,6 +352,7 @@ impl ProviderActor {
         meter.observe(
             counters.get(Count::Admitted)
                 + counters.get(Count::RejectedOpen)
+                + counters.get(Count::RejectedHalfOpen)
                 + counters.get(Count::RejectedIsolated),
             now,
         );

@@ -25,6 +25,8 @@ pub(crate) enum Count {
     RejectedOpen,
     /// Calls rejected by an isolated circuit.
     RejectedIsolated,
+    /// Calls rejected without a message by a half-open circuit with every trial slot taken.
+    RejectedHalfOpen,
     /// Calls turned away by a full bulkhead.
     BulkheadFull,
     /// Calls that waited the whole queue timeout.
@@ -38,7 +40,7 @@ pub(crate) enum Count {
     StaleSuccesses,
 }
 
-const COUNTS: usize = 10;
+const COUNTS: usize = 11;
 
 /// Bits of a success word that hold the epoch it counts for.
 pub(crate) const TAG_BITS: u32 = 24;

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::Either;
 use futures::Stream;
 use kameo::actor::ActorRef;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
@@ -15,9 +16,9 @@ use super::actor::{Admit, Control, Delivery, ProviderActor, TrialPermit};
 use super::counters::Count;
 use super::shared::{Closing, Shared};
 use super::status::ProviderStatus;
+use crate::attempt::{self, Ended};
 use crate::breaker::{CircuitState, Outcome, Permit, Rejection};
 use crate::bulkhead::Denied;
-use crate::router::Ended;
 use crate::stream::{self, GuardedStream};
 use crate::{CallError, Classify, ProviderId, Verdict};
 
@@ -80,14 +81,6 @@ pub(crate) struct Admitted<H: Borrow<ProviderHandle>> {
 }
 
 impl<H: Borrow<ProviderHandle>> Admitted<H> {
-    /// Records the call's outcome; returns once any resulting decision is published.
-    pub(crate) async fn finish(self, verdict: Verdict, elapsed: Duration) {
-        if let Some(decided) = self.report(verdict, elapsed) {
-            // The report is queued: even if this caller is dropped now, it is decided.
-            decided.await;
-        }
-    }
-
     /// Records the call's outcome. When the actor must decide, returns the delivery to
     /// await for its decision to be published.
     pub(crate) fn report(mut self, verdict: Verdict, elapsed: Duration) -> Option<Delivery> {
@@ -123,9 +116,12 @@ impl<H: Borrow<ProviderHandle>> Admitted<H> {
         self.handle.borrow()
     }
 
-    /// Whether the caller must time the call.
+    /// Whether the caller must time the call: for the slow-call threshold, the duration
+    /// histogram, or a lowest-latency route's latency average.
+    #[inline]
     pub(crate) fn needs_clock(&self) -> bool {
-        self.handle.borrow().shared.timed
+        let shared = &self.handle.borrow().shared;
+        shared.timed || shared.latency_wanted()
     }
 
     /// The same admission, owning its provider handle.
@@ -166,6 +162,22 @@ impl ProviderHandle {
         self.actor.is_alive()
     }
 
+    /// Whether this provider has stopped taking calls for good (removed from the registry,
+    /// replaced by a reload, or shut down).
+    pub(crate) fn is_retiring(&self) -> bool {
+        self.closing.is_closed()
+    }
+
+    /// Whether its bulkhead has a waiting queue.
+    pub(crate) fn has_queue(&self) -> bool {
+        self.shared.bulkhead.as_ref().is_some_and(|b| b.has_queue())
+    }
+
+    /// The circuit's outcome epoch as published to callers (monotonic).
+    pub(crate) fn epoch(&self) -> u64 {
+        self.shared.gate().epoch
+    }
+
     /// The circuit's state as published to callers.
     pub fn state(&self) -> CircuitState {
         self.shared.gate().state
@@ -174,6 +186,36 @@ impl ProviderHandle {
     /// A snapshot of the provider: state, counts, thresholds, load.
     pub fn status(&self) -> ProviderStatus {
         ProviderStatus::read(&self.shared, self.actor.is_alive())
+    }
+
+    /// Records what one of the provider's responses said about its quotas, received now
+    /// ([`tokio::time::Instant::now`]): it replaces the previous headroom (see
+    /// [`HeadroomCell::record`](crate::headroom::HeadroomCell::record)), shows in
+    /// [`ProviderStatus::headroom`] and the `fusebox_headroom_ratio` gauge, and is what the
+    /// router reads. Lock-free; an empty headroom changes nothing.
+    ///
+    /// `fusebox::http::record_headroom` (feature `reqwest`) parses a response's rate-limit
+    /// headers and calls this.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), fusebox::ConfigError> {
+    /// use fusebox::headroom::{Headroom, Quota};
+    /// use fusebox::{Provider, Supervisor};
+    ///
+    /// let fuse = Supervisor::builder().provider(Provider::new("openai")).build().await?;
+    /// let openai = fuse.provider("openai").unwrap();
+    /// let mut headroom = Headroom::default();
+    /// headroom.requests = Some(Quota::new(3).with_limit(100));
+    /// openai.record_headroom(headroom);
+    /// assert_eq!(openai.status().headroom.and_then(|h| h.ratio()), Some(0.03));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn record_headroom(&self, headroom: crate::headroom::Headroom) {
+        self.shared
+            .headroom
+            .record(headroom, tokio::time::Instant::now());
     }
 
     /// Calls the provider through its circuit breaker and bulkhead, classifying errors with
@@ -188,13 +230,17 @@ impl ProviderHandle {
     ///
     /// Dropping the returned future at any point gives back the bulkhead slot and any
     /// half-open trial slot, and never counts as a failure.
-    pub async fn call<T, E, F, Fut>(&self, op: F) -> Result<T, CallError<E>>
+    pub fn call<'a, T, E, F, Fut>(
+        &'a self,
+        op: F,
+    ) -> impl Future<Output = Result<T, CallError<E>>> + 'a
     where
-        E: Classify,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
+        E: Classify + 'a,
+        F: FnOnce() -> Fut + 'a,
+        Fut: Future<Output = Result<T, E>> + 'a,
+        T: 'a,
     {
-        self.call_with(E::verdict, op).await
+        self.call_with(E::verdict, op)
     }
 
     /// Like [`call`](Self::call), with a closure deciding what each error says about the
@@ -203,20 +249,31 @@ impl ProviderHandle {
     /// # Errors
     ///
     /// As for [`call`](Self::call).
-    pub async fn call_with<T, E, C, F, Fut>(&self, classify: C, op: F) -> Result<T, CallError<E>>
+    pub fn call_with<'a, T, E, C, F, Fut>(
+        &'a self,
+        classify: C,
+        op: F,
+    ) -> impl Future<Output = Result<T, CallError<E>>> + 'a
     where
-        C: Fn(&E) -> Verdict,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
+        C: Fn(&E) -> Verdict + 'a,
+        F: FnOnce() -> Fut + 'a,
+        Fut: Future<Output = Result<T, E>> + 'a,
+        T: 'a,
+        E: 'a,
     {
         let span = tracing::debug_span!("fusebox.call", provider = %self.shared.id);
         if span.is_disabled() {
             // No subscriber wants the span: skip the wrapper on the hot path.
-            return self.guarded(classify, op).await;
+            return Either::Left(self.guarded(classify, op));
         }
-        self.guarded(classify, op).instrument(span).await
+        // Boxed, so that the wrapper costs the hot path nothing when tracing is off.
+        Either::Right(Box::pin(self.guarded(classify, op).instrument(span)))
     }
 
+    /// One guarded call: admission decided without waiting wherever it can be (closed, open,
+    /// isolated, half-open with every trial slot taken); the slow paths (a bulkhead queue, a
+    /// trial admission by the actor) run in a boxed future of their own, so the common
+    /// case's future holds little more than the operation's.
     async fn guarded<T, E, C, F, Fut>(&self, classify: C, op: F) -> Result<T, CallError<E>>
     where
         C: Fn(&E) -> Verdict,
@@ -225,38 +282,18 @@ impl ProviderHandle {
     {
         let admitted = match self.admit_now() {
             Some(admission) => admission,
-            None => self.admit(true).await,
+            None => Box::pin(self.admit(true)).await,
         }
         .map_err(|r| r.into_error(&self.shared.id))?;
-        let started = admitted.needs_clock().then(Instant::now);
-        let result = match self.shared.config.call_timeout {
-            Some(limit) => tokio::time::timeout(limit, op()).await.map_err(|_| limit),
-            None => Ok(op().await),
-        };
-        let elapsed = started.map_or(Duration::ZERO, |s| s.elapsed());
-        let verdict = match &result {
-            Ok(Ok(_)) => Verdict::Success,
-            Ok(Err(error)) => classify(error),
-            Err(_) => Verdict::Failure,
-        };
-        if started.is_some() {
-            self.shared.durations.record(verdict.is_failure(), elapsed);
-        }
-        if result.is_err() {
-            self.shared.counters.add(Count::Timeouts, 1);
-        }
-        let elapsed = result.as_ref().err().copied().unwrap_or(elapsed);
-        // Healthy outcomes are settled here and then; only decisions are awaited.
-        if let Some(decision) = admitted.report(verdict, elapsed) {
-            decision.await;
-        }
-        match result {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(CallError::Inner(error)),
-            Err(after) => Err(CallError::Timeout {
+        match attempt::call(admitted, None, &classify, op()).await {
+            Ended::Served(value) => Ok(value),
+            Ended::Failed(_, error) => Err(CallError::Inner(error)),
+            Ended::TimedOut(after) => Err(CallError::Timeout {
                 provider: self.shared.id.clone(),
                 after,
             }),
+            // No route deadline applies to a direct call.
+            Ended::Deadline => Err(CallError::ShuttingDown),
         }
     }
 
@@ -348,9 +385,21 @@ impl ProviderHandle {
         }
         let gate = shared.gate();
         match gate.state {
-            CircuitState::Closed if shared.bulkhead.is_none() => {
-                Some(self.enter(gate.generation, None))
-            }
+            CircuitState::Closed => match &shared.bulkhead {
+                None => Some(self.enter(gate.epoch, None)),
+                // A free slot, or a full bulkhead without a queue: decided at once. A full
+                // one with a queue waits (the slow path).
+                Some(bulkhead) => match bulkhead.try_acquire() {
+                    Ok(slot) => Some(self.enter(gate.epoch, Some(slot))),
+                    Err(None) => None,
+                    Err(Some(denied)) => {
+                        if denied == Denied::Full {
+                            shared.counters.add(Count::BulkheadFull, 1);
+                        }
+                        Some(Err(Reject::Bulkhead(denied)))
+                    }
+                },
+            },
             _ if self.closing.is_closed() => Some(Err(Reject::ShuttingDown)),
             CircuitState::Open => {
                 let (until, now) = (shared.open_until(), Instant::now());
@@ -362,6 +411,20 @@ impl ProviderHandle {
                         failure_count: shared.failure_count(),
                     }))
                 })
+            }
+            // Every trial slot taken: rejected here, without a message to the actor. (A
+            // caller that sees a free slot asks the actor, which decides.)
+            CircuitState::HalfOpen if shared.trial_slots() == 0 => {
+                shared.counters.add(Count::RejectedHalfOpen, 1);
+                Some(Err(Reject::Circuit(Rejection {
+                    state: CircuitState::HalfOpen,
+                    retry_after: Some(
+                        shared
+                            .open_until()
+                            .saturating_duration_since(Instant::now()),
+                    ),
+                    failure_count: shared.failure_count(),
+                })))
             }
             CircuitState::Isolated => {
                 shared.counters.add(Count::RejectedIsolated, 1);
@@ -441,7 +504,7 @@ impl ProviderHandle {
             }
             let gate = shared.gate();
             let permit = if gate.state == CircuitState::Closed {
-                return self.enter(gate.generation, slot);
+                return self.enter(gate.epoch, slot);
             } else {
                 let (reply, decision) = oneshot::channel();
                 if self.actor.tell(Admit { reply }).try_send().is_err() {
@@ -454,7 +517,7 @@ impl ProviderHandle {
                         Delivery::spawn(&self.actor, trial, Outcome::Cancelled);
                         return Err(Reject::ShuttingDown);
                     }
-                    Ok(Ok(Some(permit))) if permit.epoch() == shared.gate().generation => permit,
+                    Ok(Ok(Some(permit))) if permit.epoch() == shared.gate().epoch => permit,
                     // The circuit moved on (a concurrent trial failed) between the grant and
                     // now: give the trial back and look again, rather than call a provider
                     // just declared down.

@@ -8,7 +8,7 @@ mod status;
 
 #[cfg(feature = "testing")]
 pub(crate) use actor::Crash;
-pub(crate) use actor::{Ctx, Delivery, ProviderActor, Tick};
+pub(crate) use actor::{CircuitChanged, Ctx, Delivery, ProviderActor, Tick};
 pub(crate) use counters::Count;
 pub use handle::ProviderHandle;
 pub(crate) use handle::{Admitted, Reject};

@@ -44,11 +44,11 @@ impl Closing {
     }
 }
 
-/// The gate as read by a caller.
+/// The gate as read by a caller: the circuit's state and its outcome epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Gate {
     pub(crate) state: CircuitState,
-    pub(crate) generation: u64,
+    pub(crate) epoch: u64,
 }
 
 /// The decision state. Only the provider actor mutates it; `status()` reads it. It lives
@@ -78,6 +78,8 @@ pub(crate) struct Shared {
     pub(crate) config: Provider,
     gate: AtomicU64,
     open_until: AtomicU64,
+    /// Free half-open trial slots, as last published.
+    trial_slots: AtomicU32,
     failure_count: AtomicU32,
     /// The origin of `open_until`.
     epoch: Instant,
@@ -87,20 +89,25 @@ pub(crate) struct Shared {
     pub(crate) core: Mutex<Core>,
     /// The call-duration histograms.
     pub(crate) durations: crate::metrics::Durations,
-    /// Whether direct calls are timed (for the histogram or the slow-call threshold).
+    /// Whether calls are timed (for the histogram or the slow-call threshold).
     pub(crate) timed: bool,
     /// Test hook: while set, the actor panics on every report.
     #[cfg(feature = "testing")]
     pub(crate) poison_reports: AtomicBool,
+    /// Whether a lowest-latency route counts on this provider's latency average (set by the
+    /// router actor): calls are timed for it then.
+    latency_wanted: AtomicBool,
     /// Lock-free successes taken from the counters by the actor (for [`Shared::load`]).
     taken_successes: AtomicU64,
     /// Moving average of successful routed-call latency, in seconds, as `f64` bits; 0 until
     /// the first sample.
     latency: AtomicU64,
+    /// The provider's latest rate-limit headroom (`ProviderHandle::record_headroom`).
+    pub(crate) headroom: crate::headroom::HeadroomCell,
 }
 
-fn encode(state: CircuitState, generation: u64) -> u64 {
-    generation << 2 | u64::from(state.as_gauge())
+fn encode(state: CircuitState, epoch: u64) -> u64 {
+    epoch << 2 | u64::from(state.as_gauge())
 }
 
 fn decode(word: u64) -> Gate {
@@ -112,7 +119,7 @@ fn decode(word: u64) -> Gate {
     };
     Gate {
         state,
-        generation: word >> 2,
+        epoch: word >> 2,
     }
 }
 
@@ -150,6 +157,7 @@ impl Shared {
             id,
             gate: AtomicU64::new(encode(CircuitState::Closed, 0)),
             open_until: AtomicU64::new(0),
+            trial_slots: AtomicU32::new(0),
             failure_count: AtomicU32::new(0),
             epoch: now,
             counters: Counters::new(),
@@ -158,10 +166,33 @@ impl Shared {
             core: Mutex::new(core),
             latency: AtomicU64::new(0),
             taken_successes: AtomicU64::new(0),
+            latency_wanted: AtomicBool::new(false),
+            headroom: crate::headroom::HeadroomCell::new(),
             #[cfg(feature = "testing")]
             poison_reports: AtomicBool::new(false),
             config,
         })
+    }
+
+    /// A provider built from `config` that takes over `previous`'s circuit (its state, open
+    /// deadline, generation and counts: see `State::carry_over`): a reloaded provider.
+    pub(crate) fn carrying(
+        config: Provider,
+        seed: u64,
+        now: Instant,
+        previous: &Shared,
+    ) -> Result<Self, ConfigError> {
+        let shared = Shared::new(config, seed, now)?;
+        {
+            let old = previous.core();
+            let mut core = shared.core();
+            core.breaker.carry_over(&old.breaker);
+            if let Some(t) = core.thresholds {
+                core.breaker.set_thresholds(t.failures, t.open_for);
+            }
+            shared.publish(&core.breaker);
+        }
+        Ok(shared)
     }
 
     #[inline]
@@ -169,13 +200,32 @@ impl Shared {
         decode(self.gate.load(Ordering::Acquire))
     }
 
-    /// The open deadline published with the gate.
+    /// Free half-open trial slots as published (read after the gate).
+    #[inline]
+    pub(crate) fn trial_slots(&self) -> u32 {
+        self.trial_slots.load(Ordering::Acquire)
+    }
+
+    /// The deadline published with the gate: the open deadline, or while half-open the
+    /// earliest trial timeout.
     pub(crate) fn open_until(&self) -> Instant {
         self.epoch + Duration::from_nanos(self.open_until.load(Ordering::Acquire))
     }
 
     pub(crate) fn failure_count(&self) -> u32 {
         self.failure_count.load(Ordering::Acquire)
+    }
+
+    /// Whether calls must be timed for a lowest-latency route.
+    #[inline]
+    pub(crate) fn latency_wanted(&self) -> bool {
+        self.latency_wanted.load(Ordering::Relaxed)
+    }
+
+    /// Marks this provider as a member of a lowest-latency route (from then on its calls are
+    /// timed for the latency average).
+    pub(crate) fn want_latency(&self) {
+        self.latency_wanted.store(true, Ordering::Relaxed);
     }
 
     /// Folds a successful call's latency into the moving average (weight 0.2).
@@ -249,12 +299,19 @@ impl Shared {
     }
 
     /// Publishes the breaker's state for the lock-free path. Only the actor calls this.
+    ///
+    /// Published with the gate: the next deadline (the open deadline, or while half-open the
+    /// earliest trial timeout, what a rejection's `retry_after` counts down to) and the free
+    /// trial slots, so that a half-open circuit with every slot taken rejects without a
+    /// message. Both are stored before the gate, which callers read first.
     pub(crate) fn publish(&self, breaker: &State) {
-        if let Some(until) = breaker.open_until() {
+        if let Some(until) = breaker.next_deadline() {
             let nanos = until.saturating_duration_since(self.epoch).as_nanos();
             self.open_until
                 .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Release);
         }
+        self.trial_slots
+            .store(breaker.free_trial_slots().unwrap_or(0), Ordering::Release);
         self.failure_count
             .store(breaker.failure_count(), Ordering::Release);
         self.gate
@@ -274,11 +331,8 @@ mod tests {
             CircuitState::Open,
             CircuitState::Isolated,
         ] {
-            for generation in [0, 1, 7, u64::MAX >> 2] {
-                assert_eq!(
-                    decode(encode(state, generation)),
-                    Gate { state, generation }
-                );
+            for epoch in [0, 1, 7, u64::MAX >> 2] {
+                assert_eq!(decode(encode(state, epoch)), Gate { state, epoch });
             }
         }
     }

@@ -15,10 +15,16 @@ use crate::ProviderId;
 /// exactly one of `successful`, `failed`, `ignored` and `cancelled`; the rest are
 /// `in_flight`. Rejected calls were never admitted. Read while calls run, the counters are
 /// each exact but not taken at one instant.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Serialises (`serde`) as one flat object: every field under its own name, with the
+/// provider as `provider` (its name) and `meta` (its metadata), durations as fractional
+/// seconds (`open_for_seconds`, `retry_after_seconds`) and `last_failure` as
+/// `last_failure_seconds_ago`. This is the ops endpoint's `/status` (feature `server`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[non_exhaustive]
 pub struct ProviderStatus {
     /// The provider.
+    #[serde(flatten, serialize_with = "crate::events::ser::name_and_meta")]
     pub provider: ProviderId,
     /// The circuit's state.
     pub state: CircuitState,
@@ -42,8 +48,8 @@ pub struct ProviderStatus {
     pub rejected: u64,
     /// Of `rejected`: by an open circuit.
     pub rejected_open: u64,
-    /// Of `rejected`: by a half-open circuit with every trial slot taken (and the few
-    /// rejections decided by the provider's actor rather than the lock-free path).
+    /// Of `rejected`: by a half-open circuit with every trial slot taken (most without a
+    /// message; the few the provider's actor decided are counted here too).
     pub rejected_half_open: u64,
     /// Of `rejected`: by an isolated circuit.
     pub rejected_isolated: u64,
@@ -64,8 +70,16 @@ pub struct ProviderStatus {
     /// The consecutive-failure threshold in force (adaptive thresholds change it).
     pub failure_threshold: Option<u32>,
     /// The base open duration in force (adaptive thresholds change it).
+    #[serde(
+        rename = "open_for_seconds",
+        serialize_with = "crate::events::ser::secs"
+    )]
     pub open_for: Duration,
     /// While open: how long until a trial is admitted.
+    #[serde(
+        rename = "retry_after_seconds",
+        serialize_with = "crate::events::ser::opt_secs"
+    )]
     pub retry_after: Option<Duration>,
     /// Calls admitted and not yet finished.
     pub in_flight: u64,
@@ -85,10 +99,21 @@ pub struct ProviderStatus {
     /// there were none.
     pub failure_rate: f64,
     /// When the last counted failure was reported.
+    #[serde(
+        rename = "last_failure_seconds_ago",
+        serialize_with = "crate::events::ser::ago"
+    )]
     pub last_failure: Option<Instant>,
     /// Messages the provider's actor has handled: failures, trials, slow calls, timers and
     /// operator actions. Healthy calls on a closed circuit send none.
     pub actor_messages: u64,
+    /// The provider's rate-limit headroom as of this snapshot: what its latest response
+    /// said about its quotas (`fusebox::http::record_headroom`,
+    /// [`ProviderHandle::record_headroom`](crate::ProviderHandle::record_headroom)), keeping
+    /// only the quotas whose reset has not passed, each reset counted from now
+    /// ([`HeadroomCell::current`](crate::headroom::HeadroomCell::current)). `None` when
+    /// nothing was recorded or every quota has reset since.
+    pub headroom: Option<crate::headroom::Headroom>,
 }
 
 impl ProviderStatus {
@@ -121,9 +146,10 @@ impl ProviderStatus {
                 + c.get(Count::RejectedIsolated)
                 + c.get(Count::BulkheadFull)
                 + c.get(Count::QueueTimeout)
+                + c.get(Count::RejectedHalfOpen)
                 + s.rejected,
             rejected_open: c.get(Count::RejectedOpen),
-            rejected_half_open: s.rejected,
+            rejected_half_open: s.rejected + c.get(Count::RejectedHalfOpen),
             rejected_isolated: c.get(Count::RejectedIsolated),
             bulkhead_full: c.get(Count::BulkheadFull),
             queue_timeouts: c.get(Count::QueueTimeout),
@@ -144,6 +170,7 @@ impl ProviderStatus {
             failure_rate: 0.0,
             last_failure: s.last_failure,
             actor_messages: core.decisions,
+            headroom: shared.headroom.current(now),
         };
         drop(core);
         let finished = status.successful + status.failed + status.ignored + status.cancelled;

@@ -5,96 +5,23 @@
 //! in, so calls and streams fail over by the same rules.
 
 use std::future::Future;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use smallvec::SmallVec;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{Attempt, AttemptOutcome, RouteEntry, Routed};
+use super::table::{AttemptResult, RouteView};
+use super::{Attempt, AttemptOutcome, Attempts, Routed};
+use crate::attempt::{self, Ended};
 use crate::bulkhead::Denied;
-use crate::config::AllOpen;
-use crate::provider::{Admitted, Count, Reject};
+use crate::config::{AllOpen, Policy};
+use crate::provider::{Admitted, Reject};
 use crate::{CallError, CircuitState, ProviderHandle, RouteError, Verdict};
 
 /// The shortest pause of an [`AllOpen::Wait`], so a zero `retry_after` cannot spin.
 const MIN_WAIT: Duration = Duration::from_millis(1);
-
-/// How one attempt at an admitted provider ended. The attempt has already recorded its
-/// outcome with the provider.
-pub(crate) enum Ended<T, E> {
-    /// The provider served the request.
-    Served(T),
-    /// The provider answered with an error.
-    Failed(Verdict, E),
-    /// The provider's call timeout (or first-chunk timeout) passed.
-    TimedOut(Duration),
-    /// The route's deadline passed; the attempt was abandoned as cancelled.
-    Deadline,
-}
-
-/// Runs `fut` under the provider's call timeout and the route's deadline. `Err` holds the
-/// call timeout if it fired, `None` if the route's deadline did.
-pub(crate) async fn bounded<F: Future>(
-    fut: F,
-    call_timeout: Option<Duration>,
-    deadline: Option<Instant>,
-) -> Result<F::Output, Option<Duration>> {
-    let call_deadline = call_timeout.map(|t| Instant::now() + t);
-    let first = match (call_deadline, deadline) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    let Some(at) = first else {
-        return Ok(fut.await);
-    };
-    match tokio::time::timeout_at(at, fut).await {
-        Ok(output) => Ok(output),
-        // The call's own timeout wins a tie: it is what the provider is judged by.
-        Err(_) if call_deadline == Some(at) => Err(call_timeout),
-        Err(_) => Err(None),
-    }
-}
-
-/// One routed call attempt at an admitted provider: `op` under the call timeout and the
-/// route's deadline, its outcome recorded with the provider.
-async fn call_attempt<T, E, C, Fut>(
-    handle: &ProviderHandle,
-    admitted: Admitted<&ProviderHandle>,
-    deadline: Option<Instant>,
-    classify: &C,
-    call: Fut,
-) -> Ended<T, E>
-where
-    C: Fn(&E) -> Verdict,
-    Fut: Future<Output = Result<T, E>>,
-{
-    let shared = &handle.shared;
-    let t0 = Instant::now();
-    let ended = bounded(call, shared.config.call_timeout, deadline).await;
-    let elapsed = t0.elapsed();
-    match ended {
-        Ok(Ok(value)) => {
-            shared.durations.record(false, elapsed);
-            admitted.finish(Verdict::Success, elapsed).await;
-            shared.record_latency(elapsed);
-            Ended::Served(value)
-        }
-        Ok(Err(error)) => {
-            let verdict = classify(&error);
-            shared.durations.record(verdict.is_failure(), elapsed);
-            admitted.finish(verdict, elapsed).await;
-            Ended::Failed(verdict, error)
-        }
-        Err(Some(after)) => {
-            shared.durations.record(true, elapsed);
-            shared.counters.add(Count::Timeouts, 1);
-            admitted.finish(Verdict::Failure, after).await;
-            Ended::TimedOut(after)
-        }
-        // Abandoned for the route's sake, not the provider's: counted as cancelled.
-        Err(None) => Ended::Deadline,
-    }
-}
 
 /// What one routed attempt does with an admitted provider.
 pub(crate) trait Attempter<T, E> {
@@ -125,115 +52,220 @@ where
         admitted: Admitted<&ProviderHandle>,
         deadline: Option<Instant>,
     ) -> Ended<T, E> {
-        let call = (self.op)(handle.id().clone());
-        call_attempt(handle, admitted, deadline, &self.classify, call).await
+        let _ = handle;
+        let call = (self.op)(admitted.handle().id().clone());
+        attempt::call(admitted, deadline, &self.classify, call).await
+    }
+}
+
+/// The members of a route in the order one call tries them: the router's published order,
+/// with the preferred (not demoted) members re-sorted per call by the per-call policies:
+/// those that can take calls now (closed or half-open) first, by load or latency, then the
+/// others in order. On the stack for routes of up to [`INLINE_MEMBERS`] members.
+fn call_order(view: &RouteView) -> SmallVec<[u16; INLINE_MEMBERS]> {
+    let mut order: SmallVec<[u16; INLINE_MEMBERS]> = (0..view.members.len() as u16).collect();
+    let score: fn(&ProviderHandle) -> f64 = match view.config.policy {
+        Policy::LeastLoaded => |h| h.shared.load(),
+        Policy::LowestLatency => |h| h.shared.latency().map_or(0.0, |d| d.as_secs_f64()),
+        _ => return order,
+    };
+    let head = &mut order[..view.preferred];
+    let mut scored: SmallVec<[(bool, f64, u16); INLINE_MEMBERS]> = head
+        .iter()
+        .map(|&i| {
+            let handle = &view.members[usize::from(i)].handle;
+            let can_call = matches!(
+                handle.state(),
+                CircuitState::Closed | CircuitState::HalfOpen
+            );
+            (!can_call, if can_call { score(handle) } else { 0.0 }, i)
+        })
+        .collect();
+    // Stable: ties keep the published order.
+    scored.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    for (slot, (_, _, i)) in head.iter_mut().zip(scored) {
+        *slot = i;
+    }
+    order
+}
+
+/// Routes of up to this many providers are ordered on the stack.
+const INLINE_MEMBERS: usize = 8;
+
+/// The trace result of an attempt outcome, for the route metrics.
+fn result_of(outcome: &AttemptOutcome) -> AttemptResult {
+    match outcome {
+        AttemptOutcome::Succeeded => AttemptResult::Success,
+        AttemptOutcome::Failed(v) if v.is_failure() => AttemptResult::Failure,
+        AttemptOutcome::Failed(_) => AttemptResult::Ignored,
+        AttemptOutcome::TimedOut(_) => AttemptResult::Timeout,
+        AttemptOutcome::DeadlineExceeded => AttemptResult::Deadline,
+        AttemptOutcome::SkippedOpen { .. } => AttemptResult::SkippedOpen,
+        AttemptOutcome::SkippedIsolated => AttemptResult::SkippedIsolated,
+        AttemptOutcome::SkippedSaturated => AttemptResult::SkippedSaturated,
     }
 }
 
 /// Tries the route's providers in order until one serves. `attempter` is given each
 /// admitted provider, its admission and the route's deadline.
+///
+/// A first pass tries every member without waiting. When none could take the call because
+/// every one that was not open was saturated, the call waits in the bulkhead queue of the
+/// first saturated member that has one, bounded by that queue's timeout and the route's
+/// deadline. When every member is open, [`AllOpen::Wait`] waits for the first to become
+/// due.
 pub(crate) async fn run<T, E, A>(
-    entry: &RouteEntry,
+    view: &RouteView,
     mut attempter: A,
 ) -> Result<Routed<T>, RouteError<E>>
 where
     A: Attempter<T, E>,
 {
-    let start = Instant::now();
-    let route_deadline = entry.config.deadline;
-    let deadline = route_deadline.map(|d| start + d);
-    let deadline_exceeded = |attempts| RouteError::DeadlineExceeded {
+    let route_deadline = view.config.deadline;
+    let deadline = route_deadline.map(|d| Instant::now() + d);
+    let deadline_exceeded = |attempts: Attempts| RouteError::DeadlineExceeded {
         deadline: route_deadline.unwrap_or_default(),
-        attempts,
+        attempts: attempts.into_vec(),
     };
-    let mut attempts = Vec::new();
+    let mut attempts = Attempts::new();
+    // The member index of the first provider considered, for the fallback metric.
+    let mut first: Option<usize> = None;
     let mut last: Option<CallError<E>> = None;
     let mut waited = Duration::ZERO;
     loop {
         let mut earliest: Option<Duration> = None;
-        for handle in entry.order_for_call() {
+        // The first saturated member with a queue: where the call waits if nothing else can
+        // take it.
+        let mut queue_at: Option<usize> = None;
+        let mut called = false;
+        // Members skipped because they are being removed (or the supervisor shuts down).
+        let mut retiring = 0;
+        for index in call_order(view) {
+            let index = usize::from(index);
+            let member = &view.members[index];
+            let handle = &member.handle;
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(deadline_exceeded(attempts));
             }
-            let provider = handle.id().clone();
-            let skip = |outcome| Attempt {
-                provider: provider.clone(),
-                outcome,
-                elapsed: Duration::ZERO,
+            first.get_or_insert(index);
+            let skip = |attempts: &mut Attempts, outcome: AttemptOutcome| {
+                member.counters.add(result_of(&outcome));
+                attempts.push(Attempt {
+                    provider: handle.id().clone(),
+                    outcome,
+                    elapsed: Duration::ZERO,
+                });
             };
             let admitted = match handle.admit(false).await {
                 Ok(admitted) => admitted,
                 Err(Reject::Circuit(r)) if r.state == CircuitState::Isolated => {
-                    attempts.push(skip(AttemptOutcome::SkippedIsolated));
+                    skip(&mut attempts, AttemptOutcome::SkippedIsolated);
                     continue;
                 }
                 Err(Reject::Circuit(r)) => {
                     let retry_after = r.retry_after.unwrap_or_default();
                     earliest = Some(earliest.map_or(retry_after, |e| e.min(retry_after)));
-                    attempts.push(skip(AttemptOutcome::SkippedOpen { retry_after }));
+                    skip(&mut attempts, AttemptOutcome::SkippedOpen { retry_after });
                     continue;
                 }
                 Err(Reject::Bulkhead(Denied::Full | Denied::Timeout(_))) => {
-                    attempts.push(skip(AttemptOutcome::SkippedSaturated));
+                    if queue_at.is_none() && handle.has_queue() {
+                        queue_at = Some(index);
+                    }
+                    skip(&mut attempts, AttemptOutcome::SkippedSaturated);
+                    continue;
+                }
+                // This provider is being removed (or the supervisor shuts down), or its actor
+                // stopped for good: skip it (its fault stays its own).
+                Err(Reject::Bulkhead(Denied::Closed) | Reject::ShuttingDown)
+                    if handle.is_retiring() || !handle.is_alive() =>
+                {
+                    retiring += usize::from(handle.is_retiring());
                     continue;
                 }
                 Err(Reject::Bulkhead(Denied::Closed) | Reject::ShuttingDown) => {
-                    return Err(RouteError::ShuttingDown { attempts });
-                }
-            };
-            let t0 = Instant::now();
-            let span = tracing::debug_span!("fusebox.attempt", provider = %provider);
-            let ended = attempter
-                .attempt(handle, admitted, deadline)
-                .instrument(span)
-                .await;
-            let mut record = |outcome| {
-                attempts.push(Attempt {
-                    provider: provider.clone(),
-                    outcome,
-                    elapsed: t0.elapsed(),
-                })
-            };
-            match ended {
-                Ended::Served(value) => {
-                    record(AttemptOutcome::Succeeded);
-                    return Ok(Routed {
-                        value,
-                        provider,
-                        attempts,
+                    return Err(RouteError::ShuttingDown {
+                        attempts: attempts.into_vec(),
                     });
                 }
-                Ended::Failed(verdict, error) => {
-                    record(AttemptOutcome::Failed(verdict));
-                    if !verdict.is_failure() {
-                        // The caller's fault (or not the provider's): another provider would
-                        // refuse the same request.
-                        return Err(RouteError::NotRetryable { error, attempts });
+            };
+            called = true;
+            match attempt(
+                view,
+                index,
+                admitted,
+                deadline,
+                &mut attempter,
+                &mut attempts,
+            )
+            .await
+            {
+                Step::Served(value) => {
+                    return Ok(served(view, first, index, value, attempts));
+                }
+                Step::Next(error) => last = Some(error),
+                step => return step.end(view, attempts),
+            }
+        }
+        if !called && retiring == view.members.len() && retiring > 0 {
+            return Err(RouteError::ShuttingDown {
+                attempts: attempts.into_vec(),
+            });
+        }
+        if let Some(last) = last {
+            return Err(RouteError::Exhausted {
+                last,
+                attempts: attempts.into_vec(),
+            });
+        }
+        if !called {
+            if let Some(index) = queue_at {
+                // Everything that could serve was saturated: wait in the best one's queue.
+                let member = &view.members[index];
+                let queued = match deadline {
+                    Some(d) => tokio::time::timeout_at(d, member.handle.admit(true))
+                        .await
+                        .ok(),
+                    None => Some(member.handle.admit(true).await),
+                };
+                match queued {
+                    None => return Err(deadline_exceeded(attempts)),
+                    Some(Ok(admitted)) => {
+                        match attempt(
+                            view,
+                            index,
+                            admitted,
+                            deadline,
+                            &mut attempter,
+                            &mut attempts,
+                        )
+                        .await
+                        {
+                            Step::Served(value) => {
+                                return Ok(served(view, first, index, value, attempts));
+                            }
+                            step => return step.end(view, attempts),
+                        }
                     }
-                    last = Some(CallError::Inner(error));
-                }
-                Ended::TimedOut(after) => {
-                    record(AttemptOutcome::TimedOut(after));
-                    last = Some(CallError::Timeout {
-                        provider: provider.clone(),
-                        after,
-                    });
-                }
-                Ended::Deadline => {
-                    record(AttemptOutcome::DeadlineExceeded);
-                    return Err(deadline_exceeded(attempts));
+                    // Waited the queue timeout, or the circuit changed meanwhile: counted as
+                    // a saturated skip, then as unavailable below.
+                    Some(Err(_)) => {
+                        member.counters.add(AttemptResult::SkippedSaturated);
+                        attempts.push(Attempt {
+                            provider: member.handle.id().clone(),
+                            outcome: AttemptOutcome::SkippedSaturated,
+                            elapsed: Duration::ZERO,
+                        });
+                    }
                 }
             }
         }
-        if let Some(last) = last {
-            return Err(RouteError::Exhausted { last, attempts });
-        }
-        let pause = match (entry.config.when_all_open, earliest) {
+        let pause = match (view.config.when_all_open, earliest) {
             (AllOpen::Wait(max), Some(due)) if waited + due <= max => due.max(MIN_WAIT),
             _ => {
                 return Err(RouteError::AllUnavailable {
                     retry_after: earliest,
-                    attempts,
+                    attempts: attempts.into_vec(),
                 })
             }
         };
@@ -245,5 +277,116 @@ where
         }
         tokio::time::sleep(pause).await;
         waited += pause;
+    }
+}
+
+/// What the loop does after an attempt.
+enum Step<T, E> {
+    Served(T),
+    /// Failed over: go on with the next member.
+    Next(CallError<E>),
+    /// The caller's fault: the routed call ends with it.
+    NotRetryable(E),
+    /// The route's deadline passed during the attempt.
+    Deadline,
+}
+
+impl<T, E> Step<T, E> {
+    /// The routed call's end for a step that ends it.
+    fn end(self, view: &RouteView, attempts: Attempts) -> Result<Routed<T>, RouteError<E>>
+    where
+        T: Sized,
+    {
+        let attempts = attempts.into_vec();
+        Err(match self {
+            Step::NotRetryable(error) => RouteError::NotRetryable { error, attempts },
+            Step::Next(last) => RouteError::Exhausted { last, attempts },
+            Step::Deadline | Step::Served(_) => RouteError::DeadlineExceeded {
+                deadline: view.config.deadline.unwrap_or_default(),
+                attempts,
+            },
+        })
+    }
+}
+
+/// One attempt at an admitted member, recorded in the trace and the route's counters.
+async fn attempt<T, E, A>(
+    view: &RouteView,
+    index: usize,
+    admitted: Admitted<&ProviderHandle>,
+    deadline: Option<Instant>,
+    attempter: &mut A,
+    attempts: &mut Attempts,
+) -> Step<T, E>
+where
+    A: Attempter<T, E>,
+{
+    let member = &view.members[index];
+    let handle = &member.handle;
+    let provider = handle.id();
+    let t0 = Instant::now();
+    let span = tracing::debug_span!("fusebox.attempt", provider = %provider);
+    let ended = if span.is_disabled() {
+        attempter.attempt(handle, admitted, deadline).await
+    } else {
+        attempter
+            .attempt(handle, admitted, deadline)
+            .instrument(span)
+            .await
+    };
+    let mut record = |outcome: AttemptOutcome| {
+        member.counters.add(result_of(&outcome));
+        attempts.push(Attempt {
+            provider: provider.clone(),
+            outcome,
+            elapsed: t0.elapsed(),
+        });
+    };
+    match ended {
+        Ended::Served(value) => {
+            record(AttemptOutcome::Succeeded);
+            Step::Served(value)
+        }
+        Ended::Failed(verdict, error) => {
+            record(AttemptOutcome::Failed(verdict));
+            if verdict.is_failure() {
+                Step::Next(CallError::Inner(error))
+            } else {
+                // The caller's fault (or not the provider's): another provider would refuse
+                // the same request.
+                Step::NotRetryable(error)
+            }
+        }
+        Ended::TimedOut(after) => {
+            record(AttemptOutcome::TimedOut(after));
+            Step::Next(CallError::Timeout {
+                provider: provider.clone(),
+                after,
+            })
+        }
+        Ended::Deadline => {
+            record(AttemptOutcome::DeadlineExceeded);
+            Step::Deadline
+        }
+    }
+}
+
+/// The answer of a routed call served by member `index`, counted as a fallback when the
+/// first member considered was another.
+fn served<T>(
+    view: &RouteView,
+    first: Option<usize>,
+    index: usize,
+    value: T,
+    attempts: Attempts,
+) -> Routed<T> {
+    if let Some(first) = first.filter(|&f| f != index) {
+        let n = view.members.len();
+        view.fallbacks[first * n + index].fetch_add(1, Relaxed);
+    }
+    Routed {
+        value,
+        provider: view.members[index].handle.id().clone(),
+        attempts,
     }
 }

@@ -1,94 +1,53 @@
 //! Routes: named lists of providers to fall back across, ordered by their health.
 //!
-//! A routed call computes its order from what every provider publishes without locks (its
-//! circuit gate, its bulkhead occupancy and its latency average), so it never awaits a
-//! provider, an actor or another call, and a slow provider cannot delay the answer for any
-//! route. Then it runs the failover loop in the caller's task.
+//! A router actor ([`RouterStatus`]) owns the registry of providers and routes and publishes
+//! each route's current order as an immutable snapshot. A routed call reads it with one
+//! atomic load (no message to the router, no lock, no allocation on the way to a healthy
+//! provider) and runs the failover loop in the caller's task, checking each provider's
+//! published gate as it goes: a stale order changes only preference, never lets a call reach
+//! an open circuit.
 //!
-//! - [`Policy::Priority`]: the configured order.
-//! - [`Policy::LeastLoaded`]: providers that can take calls (closed or half-open), least
-//!   loaded first; then the others in configured order.
-//! - [`Policy::LowestLatency`]: providers that can take calls, lowest moving average of
-//!   routed-call latency first (unmeasured ones first, to measure them); then the others.
+//! How the router orders a route ([`Reason`] says why each provider stands where it does):
 //!
-//! Providers whose circuit is open or isolated, or whose bulkhead is full, are skipped
-//! without a call, and the skip is recorded in the trace.
+//! - In configured order, every provider that is not demoted. A half-open one keeps its
+//!   place, so that it receives exactly its free trial slots of routed traffic (a request
+//!   that finds every slot taken moves on at once). Open and isolated ones keep their place
+//!   too and are skipped without a call; the skip is in the trace (with an open one's
+//!   `retry_after`, which feeds [`AllOpen::Wait`](crate::AllOpen::Wait)).
+//! - Then demoted providers: closed, but failing at least [`DEMOTE_AT_PERCENT`] % of their
+//!   calls over the last [`DEMOTION_WINDOW`] (with at least [`DEMOTION_MIN_CALLS`] calls),
+//!   until that falls to [`PROMOTE_AT_PERCENT`] % (hysteresis), or a whole window passes
+//!   without enough calls to tell. A partial outage (every other call failing) that never
+//!   trips a consecutive-failure breaker still moves traffic away.
+//!
+//! The router re-ranks when a provider's circuit changes (provider actors tell it every
+//! transition) and on a timer (every second by default) that samples the providers and
+//! resyncs from their gates.
+//!
+//! Per call, [`Policy::LeastLoaded`](crate::Policy::LeastLoaded) and
+//! [`Policy::LowestLatency`](crate::Policy::LowestLatency) re-sort the preferred providers by
+//! their load (in-flight and queued calls relative to the bulkhead) or their moving average
+//! of latency (unmeasured ones first, to measure them), read without locks.
+//!
+//! When no provider can take a call because every one that is not open is saturated, the
+//! call waits in the bulkhead queue of the first saturated provider that has one, bounded by
+//! that queue's timeout and the route's deadline.
 
+mod actor;
 mod attempt;
 mod failover;
+mod status;
+mod table;
 
-pub use attempt::{Attempt, AttemptOutcome, Routed};
-pub(crate) use failover::{bounded, run, Attempter, Calls, Ended};
-
-use std::collections::HashMap;
-
-use crate::breaker::CircuitState;
-use crate::config::{Policy, Route};
-use crate::{ProviderHandle, ProviderId};
-
-/// One route at run time.
-#[derive(Debug)]
-pub(crate) struct RouteEntry {
-    pub(crate) config: Route,
-    /// The route's providers, in configured order.
-    members: Vec<ProviderHandle>,
-}
-
-impl RouteEntry {
-    pub(crate) fn new(config: Route, providers: &HashMap<ProviderId, ProviderHandle>) -> Self {
-        let members: Vec<ProviderHandle> = config
-            .providers
-            .iter()
-            .filter_map(|name| providers.get(name.as_str()).cloned())
-            .collect();
-        RouteEntry { config, members }
-    }
-
-    /// The providers to try for one call, in order.
-    pub(crate) fn order_for_call(&self) -> Vec<&ProviderHandle> {
-        let mut order: Vec<&ProviderHandle> = self.members.iter().collect();
-        if self.config.policy == Policy::Priority {
-            return order;
-        }
-        let can_call =
-            |h: &ProviderHandle| matches!(h.state(), CircuitState::Closed | CircuitState::HalfOpen);
-        // Providers that can take calls first, keeping configured order within each group.
-        order.sort_by_key(|h| !can_call(h));
-        let available = order.iter().take_while(|h| can_call(h)).count();
-        let head = &mut order[..available];
-        match self.config.policy {
-            Policy::Priority => {}
-            Policy::LeastLoaded => {
-                let loads: Vec<f64> = head.iter().map(|h| h.shared.load()).collect();
-                sort_by_score(head, &loads);
-            }
-            Policy::LowestLatency => {
-                let latencies: Vec<f64> = head
-                    .iter()
-                    .map(|h| h.shared.latency().map_or(0.0, |d| d.as_secs_f64()))
-                    .collect();
-                sort_by_score(head, &latencies);
-            }
-        }
-        order
-    }
-}
-
-/// Stable-sorts `items` by ascending `scores` (ties keep configured order).
-fn sort_by_score(items: &mut [&ProviderHandle], scores: &[f64]) {
-    let mut ranked: Vec<(f64, usize, &ProviderHandle)> = items
-        .iter()
-        .enumerate()
-        .map(|(i, h)| (scores[i], i, *h))
-        .collect();
-    ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    for (slot, (_, _, h)) in items.iter_mut().zip(ranked) {
-        *slot = h;
-    }
-}
-
-/// Every route, by name.
-#[derive(Debug, Default)]
-pub(crate) struct Routes {
-    pub(crate) entries: HashMap<String, RouteEntry>,
-}
+#[cfg(feature = "testing")]
+pub(crate) use actor::CrashRouter;
+pub(crate) use actor::{
+    run_resampler, AddProvider, Reload, RemoveProvider, RemoveRoute, RouterActor, RouterCtx,
+    Snapshot, UpsertRoute,
+};
+pub use actor::{DEMOTE_AT_PERCENT, DEMOTION_MIN_CALLS, DEMOTION_WINDOW, PROMOTE_AT_PERCENT};
+pub use attempt::{Attempt, AttemptOutcome, Attempts, Routed};
+pub(crate) use failover::{run, Attempter, Calls};
+pub use status::{RouteMember, RouteStatus, RouterStatus};
+pub use table::Reason;
+pub(crate) use table::{AttemptResult, RouteCounters, Table};

@@ -26,27 +26,52 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /health` | 200 when healthy, else 503: `{"healthy": true, "summary": "2/3 circuits healthy", "circuits": [{"provider": "openai", "state": "closed", "healthy": true, "failure_rate": 0.02}]}` |
+//! | `GET /` | the status page: HTML (below) |
+//! | `GET /health` | readiness: 200 when healthy, else 503: `{"healthy": true, "summary": "2/3 circuits healthy", "circuits": [{"provider": "openai", "state": "closed", "healthy": true, "failure_rate": 0.02}]}` ([`Health`](crate::Health)'s JSON) |
+//! | `GET /health/live` | liveness: 200 `{"live": true}` whenever the process serves |
 //! | `GET /status` | 200: an array, one object per provider in configured order (below) |
 //! | `GET /metrics` | 200: the Prometheus text format, after publishing every provider's counters; 404 without [`OpsServer::prometheus`] |
 //! | `GET /events` | server-sent events (below) |
 //! | `POST /providers/{name}/isolate` | admin: isolates the provider; 200 with its status object |
 //! | `POST /providers/{name}/reset` | admin: closes its circuit and forgets its failures; 200 with its status object |
 //!
-//! A status object holds every [`ProviderStatus`](crate::ProviderStatus) field under its own
-//! name, except: `state` is `"closed"`, `"half_open"`, `"open"` or `"isolated"`; durations
-//! are fractional seconds named `open_for_seconds` and `retry_after_seconds` (null unless
-//! open); `last_failure` becomes `last_failure_seconds_ago` (null without failures). Every
-//! error is JSON, `{"error": "..."}`: unknown paths 404, wrong methods 405.
+//! A status object is [`ProviderStatus`](crate::ProviderStatus)'s JSON: every field under its
+//! own name, except: `meta` holds the provider's metadata; `state` is `"closed"`,
+//! `"half_open"`, `"open"` or `"isolated"`; durations are fractional seconds named
+//! `open_for_seconds` and `retry_after_seconds` (null unless open); `last_failure` becomes
+//! `last_failure_seconds_ago` (null without failures). Every error is JSON,
+//! `{"error": "..."}`: unknown paths 404, wrong methods 405.
+//!
+//! # Readiness and liveness
+//!
+//! `/health` is for load balancers and readiness probes: 503 means this process cannot serve
+//! LLM calls now (at least [`unhealthy_ratio`](crate::Config::unhealthy_ratio) of its circuits
+//! are open), so traffic should go elsewhere until it recovers. Never use it as a liveness
+//! probe: restarting a process because its providers are down fixes nothing and throws its
+//! circuits' state away. `/health/live` is the liveness probe: it answers 200 as long as the
+//! process serves HTTP, whatever its providers do.
+//!
+//! # Status page
+//!
+//! `GET /` is a live status page for on-call engineers: one self-contained HTML document (no
+//! CDN, no build step; a `Content-Security-Policy` keeps it from loading anything but this
+//! server's own routes) showing each provider's circuit, counts, metadata and rate-limit
+//! headroom, each route's order when the server answers `GET /routes`, and a live log of
+//! events fed by `/events`. A state change shows on the page as soon as its event arrives;
+//! the counts are re-read every two seconds. The page fetches `status`, `health`, `routes`
+//! and `events` relative to itself: mount [`OpsServer::router`] at the root of its host, or
+//! nest it under a path ending in `/`.
 //!
 //! # Events
 //!
 //! `GET /events` streams the event bus as `text/event-stream`: each event is
-//! `event: llm.circuit_opened` (see [`Event::name`](crate::Event::name)) with
-//! `data: {"provider", "name", "generation", "state", ...}` plus its kind's fields: `cause`,
-//! `failures`, `retry_after_seconds` for an opened circuit; `cause` for a closed or isolated
-//! one; `tier`, `request_rate`, `failure_threshold`, `open_for_seconds` for adapted
-//! thresholds. A comment keeps the connection alive every 15 s. A client that falls more
+//! `event: llm.circuit_opened` (see [`Event::name`](crate::Event::name)) with `data:` the
+//! event's JSON, exactly as [`Event`](crate::Event) serialises (see
+//! [`events`](crate::events#json)): `provider`, `name`, `timestamp` (RFC 3339), `generation`,
+//! `state`, `cause`, the kind's fields (`failures` and `retry_after_seconds` for an opened
+//! circuit, `out_for_seconds` for a close, `tier`, `request_rate`, `failure_threshold` and
+//! `open_for_seconds` for adapted thresholds) and `message`, the event's one-line
+//! `Display`. A comment keeps the connection alive every 15 s. A client that falls more
 //! than the bus capacity behind gets `event: lagged` with `data: {"missed": n}` and the
 //! stream goes on: re-read `/status` to resynchronise. A slow client never slows the bus.
 //!
@@ -84,7 +109,6 @@
 //! embed it in sets the rest.
 
 mod auth;
-mod json;
 mod routes;
 mod serve;
 

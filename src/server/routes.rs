@@ -6,7 +6,9 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
-use axum::http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::header::{
+    CACHE_CONTROL, CONNECTION, CONTENT_SECURITY_POLICY, CONTENT_TYPE, RETRY_AFTER,
+};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::sse::{self, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -21,7 +23,6 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::Admin;
-use super::json::{self, HealthJson, StatusJson};
 use super::{BODY_LIMIT, BODY_READ_TIMEOUT, EVENT_STREAMS_RETRY_AFTER, KEEP_ALIVE};
 use crate::{Event, Supervisor};
 
@@ -45,7 +46,9 @@ pub(super) struct AppState {
 /// The router: the read-only routes always, the admin routes only with a token.
 pub(super) fn router(state: AppState) -> Router {
     let mut router = Router::new()
+        .route("/", get(page))
         .route("/health", get(health))
+        .route("/health/live", get(live))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/events", get(events));
@@ -88,6 +91,31 @@ async fn method_not_allowed() -> Response {
     error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
 }
 
+/// The status page: one self-contained document (its script and styles inline, nothing
+/// fetched from elsewhere), fed by `/status`, `/health` and `/events`.
+const STATUS_PAGE: &str = include_str!("status.html");
+
+/// What the page may load: itself and its own origin, nothing else.
+const STATUS_PAGE_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+    style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; \
+    form-action 'none'; frame-ancestors 'none'";
+
+async fn page() -> Response {
+    let mut response = STATUS_PAGE.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(STATUS_PAGE_CSP),
+    );
+    no_store(&mut response);
+    response
+}
+
+/// Readiness: 200 while enough circuits serve, else 503 (see [`crate::Health`]).
 async fn health(State(s): State<AppState>) -> Response {
     let health = s.fuse.health();
     let code = if health.healthy {
@@ -95,12 +123,16 @@ async fn health(State(s): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    ok_json(code, HealthJson::from(&health))
+    ok_json(code, health)
+}
+
+/// Liveness: 200 whenever the process answers, whatever its providers' state.
+async fn live() -> Response {
+    ok_json(StatusCode::OK, json!({ "live": true }))
 }
 
 async fn status(State(s): State<AppState>) -> Response {
-    let all: Vec<StatusJson> = s.fuse.status().iter().map(StatusJson::from).collect();
-    ok_json(StatusCode::OK, all)
+    ok_json(StatusCode::OK, s.fuse.status())
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
@@ -152,12 +184,19 @@ async fn events(State(s): State<AppState>) -> Response {
         .into_response()
 }
 
+/// An event's `data:`: its [`Serialize`](serde::Serialize) form, the same JSON a subscriber
+/// serialising [`Event`] itself gets.
+fn event_json(event: &Event) -> String {
+    serde_json::to_string(event)
+        .unwrap_or_else(|e| json!({ "name": event.name(), "error": e.to_string() }).to_string())
+}
+
 /// The bus as `(event name, JSON data)` frames; a lag becomes a `lagged` frame and the
 /// stream goes on from the oldest event still held.
 fn frames(receiver: Receiver<Event>) -> impl Stream<Item = (&'static str, String)> {
     futures::stream::unfold(receiver, |mut receiver| async move {
         let frame = match receiver.recv().await {
-            Ok(event) => (event.name(), json::event(&event).to_string()),
+            Ok(event) => (event.name(), event_json(&event)),
             Err(RecvError::Lagged(missed)) => ("lagged", json!({ "missed": missed }).to_string()),
             Err(RecvError::Closed) => return None,
         };
@@ -215,7 +254,7 @@ async fn admin_action(
 
 fn provider_status(s: &AppState, name: &str) -> Response {
     match s.fuse.provider(name) {
-        Some(handle) => ok_json(StatusCode::OK, StatusJson::from(&handle.status())),
+        Some(handle) => ok_json(StatusCode::OK, handle.status()),
         None => error(StatusCode::NOT_FOUND, format!("unknown provider `{name}`")),
     }
 }
@@ -251,13 +290,13 @@ mod tests {
     async fn a_lagging_subscriber_gets_a_lagged_frame_then_the_events_still_held() {
         let (sender, receiver) = broadcast::channel(2);
         for generation in 1..=5 {
-            let _ = sender.send(Event {
-                provider: ProviderId::from("p"),
-                kind: EventKind::CircuitHalfOpened,
-                at: tokio::time::Instant::now(),
+            let _ = sender.send(Event::new(
+                ProviderId::from("p"),
+                EventKind::CircuitHalfOpened,
+                tokio::time::Instant::now(),
                 generation,
-                cause: None,
-            });
+                None,
+            ));
         }
         drop(sender);
         let frames: Vec<_> = frames(receiver).collect().await;

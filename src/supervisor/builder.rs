@@ -37,12 +37,14 @@ pub struct SupervisorBuilder {
 #[derive(Debug, Clone)]
 pub(crate) struct Options {
     pub(crate) metrics_interval: Option<Duration>,
+    pub(crate) resample_every: Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             metrics_interval: Some(Duration::from_secs(5)),
+            resample_every: Duration::from_secs(1),
         }
     }
 }
@@ -89,6 +91,15 @@ impl SupervisorBuilder {
     /// Defaults to every 5 seconds.
     pub fn metrics_interval(mut self, interval: Option<Duration>) -> Self {
         self.options.metrics_interval = interval;
+        self
+    }
+
+    /// How often the router actor samples every provider (for demotion) and resyncs every
+    /// route's order from the providers' gates. Zero is taken as 1 ms.
+    ///
+    /// Defaults to every second.
+    pub fn resample_every(mut self, every: Duration) -> Self {
+        self.options.resample_every = every.max(Duration::from_millis(1));
         self
     }
 

@@ -7,7 +7,16 @@ use crate::{ProviderId, ProviderStatus};
 ///
 /// Healthy while the fraction of circuits that are open or isolated is below the configured
 /// `unhealthy_ratio` (by default: while fewer than half of the circuits are open).
-#[derive(Debug, Clone, PartialEq)]
+///
+/// This is a *readiness* verdict: whether this process can serve LLM calls right now. Point
+/// load balancers and readiness probes at it (the ops endpoint's `GET /health` answers 503
+/// when unhealthy), never a liveness probe: a provider outage would then restart healthy
+/// processes, which fixes nothing and loses their circuits' state. The ops endpoint's
+/// `GET /health/live` is the liveness probe.
+///
+/// Serialises (`serde`) as `{"healthy": true, "summary": "2/3 circuits healthy",
+/// "circuits": [{"provider": "openai", "state": "closed", "healthy": true, "failure_rate": 0.02}]}`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[non_exhaustive]
 pub struct Health {
     /// The verdict.
@@ -19,10 +28,11 @@ pub struct Health {
 }
 
 /// One circuit's health.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[non_exhaustive]
 pub struct CircuitHealth {
     /// The provider.
+    #[serde(serialize_with = "crate::events::ser::name")]
     pub provider: ProviderId,
     /// Its circuit's state.
     pub state: CircuitState,

@@ -3,40 +3,44 @@
 
 mod builder;
 mod health;
+mod registry;
 
 use builder::Options;
 pub use builder::SupervisorBuilder;
 pub use health::{CircuitHealth, Health};
+pub use registry::RELOAD_DRAIN;
+
+/// How many times the router actor is restarted within [`ROUTER_RESTART_WINDOW`] before it
+/// stays stopped (routing then goes on with the last published orders).
+const ROUTER_RESTARTS: u32 = 10;
+const ROUTER_RESTART_WINDOW: Duration = Duration::from_secs(10);
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::hash::{Hash, Hasher};
 use std::ops::ControlFlow;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::Stream;
 use kameo::actor::{Actor, ActorId, ActorRef, Spawn, WeakActorRef};
 use kameo::error::ActorStopReason;
-use kameo::mailbox;
-use kameo::supervision::RestartPolicy;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::config::Config;
 use crate::events::Event;
-use crate::provider::{Closing, Ctx, ProviderActor, ProviderHandle, Shared, Tick};
-use crate::router::{self, RouteEntry, Routed, Routes};
+use crate::provider::{Closing, ProviderHandle};
+use crate::router::{self, RouteStatus, Routed, RouterActor, RouterCtx, RouterStatus, Table};
 use crate::stream::{self, GuardedStream};
 use crate::{CallError, Classify, ConfigError, ProviderId, ProviderStatus, RouteError, Verdict};
 
-/// The root of the actor tree: supervises the provider actors.
+/// A supervising actor: the parent of the provider actors (one root) and of the router actor
+/// (another), so that neither can be stopped by the other.
 #[derive(Debug)]
-struct Root;
+pub(crate) struct Root;
 
 impl Actor for Root {
     type Args = ();
@@ -67,7 +71,7 @@ impl Actor for Root {
 #[error("unknown provider `{0}`")]
 pub struct UnknownProvider(pub String);
 
-/// What [`Supervisor::shutdown`] left behind.
+/// What [`Supervisor::shutdown`] (or [`Supervisor::remove_provider`]) left behind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShutdownReport {
@@ -87,30 +91,53 @@ impl ShutdownReport {
 
 #[derive(Debug)]
 struct Inner {
-    config: Config,
-    providers: HashMap<ProviderId, ProviderHandle>,
-    order: Vec<ProviderHandle>,
+    /// The registry as the router actor last published it.
+    table: Arc<arc_swap::ArcSwap<Table>>,
+    router: ActorRef<RouterActor>,
+    router_ctx: Arc<RouterCtx>,
     events: broadcast::Sender<Event>,
-    routes: Routes,
+    /// The parent of the provider actors.
     root: ActorRef<Root>,
-    timers: Vec<JoinHandle<()>>,
+    /// The parent of the router actor.
+    router_root: ActorRef<Root>,
+    /// Timers: each provider's, the router's resampler, the metrics publisher.
+    timers: Mutex<HashMap<Timer, JoinHandle<()>>>,
+    /// Set by `shutdown`: the registry takes no more changes.
     closing: Arc<Closing>,
+    /// Registry changes, one at a time.
+    registry: tokio::sync::Mutex<registry::Spawner>,
+}
+
+/// The supervisor's timer tasks, by what they drive.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Timer {
+    /// A provider's timer, by its incarnation (see `registry::timer_of`).
+    Provider(usize),
+    Resampler,
+    Metrics,
+}
+
+impl Inner {
+    fn timers(&self) -> std::sync::MutexGuard<'_, HashMap<Timer, JoinHandle<()>>> {
+        self.timers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        for timer in &self.timers {
+        for timer in self.timers().values() {
             timer.abort();
         }
         self.root.kill();
+        self.router_root.kill();
     }
 }
 
 /// Keeps a fleet of LLM providers usable while some of them fail.
 ///
 /// Each provider gets a circuit breaker, an optional bulkhead and optional adaptive
-/// thresholds, owned by a supervised actor. Cloning a `Supervisor` is cheap and every clone
-/// drives the same providers.
+/// thresholds, owned by a supervised actor; a router actor orders every route's providers by
+/// their health. Cloning a `Supervisor` is cheap and every clone drives the same providers.
 ///
 /// # Examples
 ///
@@ -149,8 +176,8 @@ impl Supervisor {
         SupervisorBuilder::new()
     }
 
-    /// Validates a configuration and starts one actor per provider. Must be called within a
-    /// tokio runtime.
+    /// Validates a configuration and starts one actor per provider and the router actor.
+    /// Must be called within a tokio runtime.
     ///
     /// # Errors
     ///
@@ -165,73 +192,69 @@ impl Supervisor {
         let (events, _) = broadcast::channel(config.event_capacity);
         let closing = Arc::new(Closing::default());
         let root = Root::spawn(());
-        let now = Instant::now();
-        let mut providers = HashMap::with_capacity(config.providers.len());
-        let mut order = Vec::with_capacity(config.providers.len());
-        let mut timers = Vec::with_capacity(config.providers.len());
-        for (index, provider) in config.providers.iter().enumerate() {
-            let shared = Arc::new(Shared::new(
-                provider.clone(),
-                seed(provider.name(), index),
-                now,
-            )?);
-            let (wake, wake_rx) = watch::channel(None);
-            let ctx = Arc::new(Ctx {
-                shared: shared.clone(),
-                events: events.clone(),
-                wake,
-                closing: closing.clone(),
-            });
-            let actor = ProviderActor::supervise(&root, ctx)
-                // The actor recovers from panics in place (see `provider::actor`); one that
-                // stopped for good stays stopped.
-                .restart_policy(RestartPolicy::Never)
-                .spawn_with_mailbox(mailbox::unbounded())
-                .await;
-            // Messages sent before the actor started are buffered by kameo, and a panic
-            // while that buffer drains drops the rest (tests/kameo_panic.rs).
-            actor.wait_for_startup().await;
-            timers.push(tokio::spawn(run_timer(actor.clone(), wake_rx)));
-            let handle = ProviderHandle {
-                shared,
-                actor,
-                closing: closing.clone(),
-            };
-            providers.insert(handle.id().clone(), handle.clone());
-            order.push(handle);
-        }
-        let routes = Routes {
-            entries: config
-                .routes
-                .iter()
-                .map(|r| (r.name.clone(), RouteEntry::new(r.clone(), &providers)))
-                .collect(),
-        };
-        if let Some(every) = options.metrics_interval {
-            let handles = order.clone();
-            timers.push(tokio::spawn(async move {
-                let mut ticks = tokio::time::interval(every);
-                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    ticks.tick().await;
-                    for handle in &handles {
-                        crate::metrics::publish(&handle.status());
-                    }
-                }
-            }));
-        }
-        Ok(Supervisor {
-            inner: Arc::new(Inner {
-                config,
-                providers,
-                order,
-                events,
-                routes,
-                root,
-                timers,
-                closing,
+        let router_root = Root::spawn(());
+        let router_ctx = Arc::new(RouterCtx::new(Table {
+            config: Arc::new(Config {
+                providers: Vec::new(),
+                routes: Vec::new(),
+                ..config.clone()
             }),
-        })
+            providers: HashMap::new(),
+            order: Vec::new(),
+            routes: HashMap::new(),
+        }));
+        let router = RouterActor::supervise(&router_root, router_ctx.clone())
+            .restart_policy(kameo::supervision::RestartPolicy::Permanent)
+            .restart_limit(ROUTER_RESTARTS, ROUTER_RESTART_WINDOW)
+            .spawn_with_mailbox(kameo::mailbox::unbounded())
+            .await;
+        router.wait_for_startup().await;
+        let mut spawner =
+            registry::Spawner::new(root.clone(), events.clone(), router.clone().recipient());
+        let mut timers = HashMap::new();
+        let mut handles = Vec::with_capacity(config.providers.len());
+        for provider in &config.providers {
+            let (handle, timer) = spawner.spawn(provider.clone(), None).await?;
+            timers.insert(registry::timer_of(&handle), timer);
+            handles.push(handle);
+        }
+        timers.insert(
+            Timer::Resampler,
+            tokio::spawn(router::run_resampler(
+                router.clone(),
+                options.resample_every,
+            )),
+        );
+        let table = router_ctx.table.clone();
+        if let Some(every) = options.metrics_interval {
+            let table = table.clone();
+            timers.insert(
+                Timer::Metrics,
+                tokio::spawn(async move {
+                    let mut ticks = tokio::time::interval(every);
+                    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        ticks.tick().await;
+                        publish_metrics(&table.load());
+                    }
+                }),
+            );
+        }
+        let fuse = Supervisor {
+            inner: Arc::new(Inner {
+                table,
+                router,
+                router_ctx,
+                events,
+                root,
+                router_root,
+                timers: Mutex::new(timers),
+                closing,
+                registry: tokio::sync::Mutex::new(spawner),
+            }),
+        };
+        fuse.install(config, handles).await?;
+        Ok(fuse)
     }
 
     /// Loads a configuration from TOML (see [`crate::config::file`]) and starts it.
@@ -259,19 +282,25 @@ impl Supervisor {
         Self::from_toml_str(&text).await
     }
 
-    /// The configuration the supervisor runs.
-    pub fn config(&self) -> &Config {
-        &self.inner.config
+    /// The configuration the supervisor runs now: as built, with every registry change since
+    /// (see [`add_provider`](Self::add_provider) and [`reload`](Self::reload)).
+    pub fn config(&self) -> Arc<Config> {
+        self.table().config.clone()
+    }
+
+    /// The registry as last published: one atomic load.
+    fn table(&self) -> arc_swap::Guard<Arc<Table>> {
+        self.inner.table.load()
     }
 
     /// The handle of a provider, for calls that skip the name lookup.
     pub fn provider(&self, name: &str) -> Option<ProviderHandle> {
-        self.inner.providers.get(name).cloned()
+        self.table().providers.get(name).cloned()
     }
 
     /// Every provider's handle, in configured order.
-    pub fn providers(&self) -> &[ProviderHandle] {
-        &self.inner.order
+    pub fn providers(&self) -> Vec<ProviderHandle> {
+        self.table().order.clone()
     }
 
     /// Calls `provider` through its circuit breaker and bulkhead; errors are classified by
@@ -314,10 +343,10 @@ impl Supervisor {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        match self.inner.providers.get(provider) {
-            Some(handle) => handle.call_with(classify, op).await,
-            None => Err(CallError::UnknownProvider(provider.to_owned())),
-        }
+        let Some(handle) = self.provider(provider) else {
+            return Err(CallError::UnknownProvider(provider.to_owned()));
+        };
+        handle.call_with(classify, op).await
     }
 
     /// Calls the providers of `route` in the order its policy gives, failing over on provider
@@ -403,10 +432,10 @@ impl Supervisor {
         Fut: Future<Output = Result<S, E>>,
         S: Stream<Item = Result<T, E>>,
     {
-        match self.inner.providers.get(provider) {
-            Some(handle) => handle.call_stream_with(classify, op).await,
-            None => Err(CallError::UnknownProvider(provider.to_owned())),
-        }
+        let Some(handle) = self.provider(provider) else {
+            return Err(CallError::UnknownProvider(provider.to_owned()));
+        };
+        handle.call_stream_with(classify, op).await
     }
 
     /// A streamed call over a route: providers are tried in order, as by
@@ -463,16 +492,14 @@ impl Supervisor {
     where
         A: router::Attempter<T, E>,
     {
-        let Some(entry) = self.inner.routes.entries.get(route) else {
+        let Some(view) = self.table().routes.get(route).cloned() else {
             return Err(RouteError::UnknownRoute(route.to_owned()));
         };
         let span = tracing::debug_span!("fusebox.route", route);
-        let result = router::run(entry, attempter).instrument(span).await;
-        match &result {
-            Ok(routed) => crate::metrics::route(route, &routed.attempts, Some(&routed.provider)),
-            Err(error) => crate::metrics::route(route, error.attempts(), None),
+        if span.is_disabled() {
+            return router::run(&view, attempter).await;
         }
-        result
+        router::run(&view, attempter).instrument(span).await
     }
 
     /// A receiver of every event from now on. See [`crate::events`] for what a receiver that
@@ -483,24 +510,51 @@ impl Supervisor {
 
     /// A snapshot of every provider, in configured order.
     pub fn status(&self) -> Vec<ProviderStatus> {
-        self.inner
+        self.table()
             .order
             .iter()
             .map(ProviderHandle::status)
             .collect()
     }
 
-    /// Publishes every provider's call counters and gauges to the `metrics` recorder now
-    /// (see [`crate::metrics`]).
+    /// Publishes every provider's call counters and gauges, and every route's counters, to
+    /// the `metrics` recorder now (see [`crate::metrics`]).
     pub fn publish_metrics(&self) {
-        for handle in &self.inner.order {
-            crate::metrics::publish(&handle.status());
-        }
+        publish_metrics(&self.table());
     }
 
     /// Whether enough circuits are closed to serve, with each circuit's state.
     pub fn health(&self) -> Health {
-        Health::from_status(&self.status(), self.inner.config.unhealthy_ratio)
+        let table = self.table();
+        let status: Vec<ProviderStatus> = table.order.iter().map(ProviderHandle::status).collect();
+        Health::from_status(&status, table.config.unhealthy_ratio)
+    }
+
+    /// A route's current order as the router actor last published it, with why each
+    /// provider stands where it does; `None` if no route has this name.
+    pub fn route_status(&self, route: &str) -> Option<RouteStatus> {
+        self.table()
+            .routes
+            .get(route)
+            .map(|view| RouteStatus::of(view))
+    }
+
+    /// Every route's status, in configured order.
+    pub fn routes(&self) -> Vec<RouteStatus> {
+        let table = self.table();
+        table
+            .config
+            .routes
+            .iter()
+            .filter_map(|r| table.routes.get(&r.name))
+            .map(|view| RouteStatus::of(view))
+            .collect()
+    }
+
+    /// The router actor: whether it runs, how many messages it handled and how many orders
+    /// it published.
+    pub fn router_status(&self) -> RouterStatus {
+        RouterStatus::read(&self.inner.router_ctx, self.inner.router.is_alive())
     }
 
     /// Takes a provider out until [`reset`](Self::reset). Returns once it is isolated.
@@ -523,59 +577,31 @@ impl Supervisor {
         Ok(())
     }
 
-    fn handle(&self, provider: &str) -> Result<&ProviderHandle, UnknownProvider> {
-        self.inner
-            .providers
-            .get(provider)
+    fn handle(&self, provider: &str) -> Result<ProviderHandle, UnknownProvider> {
+        self.provider(provider)
             .ok_or_else(|| UnknownProvider(provider.to_owned()))
     }
 
     /// Stops admitting calls (new calls get [`CallError::ShuttingDown`], queued ones are
     /// woken with it), waits up to `grace` for the calls in flight, then stops the actors.
-    /// Returns what was still in flight when it gave up.
+    /// Returns what was still in flight when it gave up. Registry changes after it fail with
+    /// [`ConfigError::ShuttingDown`].
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
         let inner = &self.inner;
         inner.closing.close();
-        for handle in &inner.order {
-            if let Some(bulkhead) = &handle.shared.bulkhead {
-                bulkhead.close();
-            }
-        }
-        let start = Instant::now();
-        let deadline = start + grace;
-        // What is in flight, read after the flag was set (see `ProviderHandle::enter`). A
-        // call that counted itself and is backing out shows for a moment: the report is taken
-        // from the same read that decides to stop waiting, so a clean read is a clean report.
-        let in_flight = || -> Vec<(ProviderId, u64)> {
-            self.status()
-                .into_iter()
-                .filter(|s| s.in_flight > 0)
-                .map(|s| (s.provider, s.in_flight))
-                .collect()
-        };
-        let abandoned = loop {
-            let settled = inner.closing.settled.notified();
-            tokio::pin!(settled);
-            settled.as_mut().enable();
-            let busy = in_flight();
-            if busy.is_empty() {
-                break busy;
-            }
-            tokio::select! {
-                _ = settled => {}
-                _ = tokio::time::sleep_until(deadline) => break in_flight(),
-            }
-        };
-        for timer in &inner.timers {
+        // Registry changes in progress finish first; later ones see the flag.
+        let _registry = inner.registry.lock().await;
+        let providers = self.table().order.clone();
+        let report = registry::drain(&providers, grace).await;
+        for timer in inner.timers().values() {
             timer.abort();
         }
-        if inner.root.stop_gracefully().await.is_ok() {
-            let _ = inner.root.wait_for_shutdown_result().await;
+        for root in [&inner.root, &inner.router_root] {
+            if root.stop_gracefully().await.is_ok() {
+                let _ = root.wait_for_shutdown_result().await;
+            }
         }
-        ShutdownReport {
-            abandoned,
-            waited: start.elapsed(),
-        }
+        report
     }
 
     /// Makes a provider's actor panic, to exercise supervision in tests.
@@ -603,39 +629,21 @@ impl Supervisor {
             .store(poisoned, std::sync::atomic::Ordering::Release);
         Ok(())
     }
-}
 
-/// Sends the actor a [`Tick`] whenever the time it asked for arrives.
-async fn run_timer(actor: ActorRef<ProviderActor>, mut wake: watch::Receiver<Option<Instant>>) {
-    loop {
-        let next = *wake.borrow_and_update();
-        match next {
-            Some(at) => {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(at) => {
-                        if actor.tell(Tick).try_send().is_err() {
-                            return;
-                        }
-                        // The actor answers every tick with its next wake time.
-                        if wake.changed().await.is_err() {
-                            return;
-                        }
-                    }
-                    changed = wake.changed() => if changed.is_err() { return },
-                }
-            }
-            None => {
-                if wake.changed().await.is_err() {
-                    return;
-                }
-            }
-        }
+    /// Makes the router actor panic, to exercise its supervision in tests.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn crash_router_actor(&self) {
+        let _ = self.inner.router.tell(router::CrashRouter).try_send();
     }
 }
 
-/// A per-provider seed for the jitter, so providers' re-opens do not line up.
-fn seed(name: &str, index: usize) -> u64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (name, index).hash(&mut hasher);
-    hasher.finish()
+/// Publishes every provider's and route's counters to the `metrics` recorder.
+fn publish_metrics(table: &Table) {
+    for handle in &table.order {
+        crate::metrics::publish(&handle.status());
+    }
+    for (name, view) in &table.routes {
+        crate::metrics::publish_route(name, &view.counters);
+    }
 }

@@ -13,6 +13,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 
 use super::conn::Killer;
+use super::quota;
 use super::script::FaultKind;
 use super::server::{InFlight, Shared};
 use super::shapes::{self, Api, Request};
@@ -67,6 +68,45 @@ async fn handle(api: Api, shared: Arc<Shared>, killer: Killer, body: Body) -> Re
         Ok(bytes) => shapes::parse(api, &bytes),
         Err(e) => Err(format!("cannot read the request body: {e}")),
     };
+    let prompt = request.as_ref().ok().map(|r| r.prompt_tokens);
+    let elapsed = call.shared.elapsed();
+    let spent = call.shared.ledger().spend(api, prompt, elapsed);
+    let headers = match spent {
+        quota::Verdict::Unlimited => None,
+        quota::Verdict::Spent(headers) => Some(headers),
+        quota::Verdict::Exhausted(headers, retry_after) => {
+            call.shared.stats().quota_rejections += 1;
+            let message = format!(
+                "Rate limit reached: quota spent, resets in {} (mock quota)",
+                humantime::format_duration(retry_after)
+            );
+            let mut response = call.error(429, &message);
+            retry_headers(&mut response, retry_after);
+            response.headers_mut().extend(headers);
+            return response;
+        }
+    };
+    let mut response = apply(call, fault, request).await;
+    if let Some(headers) = headers {
+        response.headers_mut().extend(headers);
+    }
+    response
+}
+
+/// `retry-after` (whole seconds, rounded up) and `retry-after-ms`.
+fn retry_headers(response: &mut Response, retry_after: Duration) {
+    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    let millis = retry_after.as_nanos().div_ceil(1_000_000);
+    let headers = response.headers_mut();
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    headers.insert(
+        "retry-after-ms",
+        HeaderValue::from(u64::try_from(millis).unwrap_or(u64::MAX)),
+    );
+}
+
+/// Answers `call` as its fault (if any) says.
+async fn apply(call: Call, fault: Option<FaultKind>, request: Result<Request, String>) -> Response {
     let Some(fault) = fault else {
         return call.answer(request).await;
     };
@@ -90,14 +130,7 @@ async fn handle(api: Api, shared: Arc<Shared>, killer: Killer, body: Body) -> Re
                 humantime::format_duration(retry_after)
             );
             let mut response = call.error(429, &message);
-            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-            let millis = retry_after.as_nanos().div_ceil(1_000_000);
-            let headers = response.headers_mut();
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            headers.insert(
-                "retry-after-ms",
-                HeaderValue::from(u64::try_from(millis).unwrap_or(u64::MAX)),
-            );
+            retry_headers(&mut response, retry_after);
             response
         }
         FaultKind::Unauthorized => call.error(401, "Invalid API key (mock fault)"),
@@ -117,11 +150,25 @@ async fn handle(api: Api, shared: Arc<Shared>, killer: Killer, body: Body) -> Re
         FaultKind::CutStream { after_chunks } => match request {
             Ok(request) if request.stream => {
                 call.shared.stats().cut_streams += 1;
-                call.stream(&request, Some(after_chunks))
+                call.stream(&request, End::Cut(after_chunks))
             }
             _ => call.reset(),
         },
-        FaultKind::Flap if n % 2 == 0 => call.error(503, "Service Unavailable (mock fault)"),
+        FaultKind::StreamError {
+            after_chunks,
+            error,
+        } => match request {
+            Ok(request) if request.stream => {
+                call.shared.stats().stream_errors += 1;
+                let event = shapes::error_event(call.api, error);
+                call.stream(&request, End::Error(after_chunks, event))
+            }
+            _ => {
+                let message = format!("{error:?} (mock fault)");
+                call.error(error.status(), &message)
+            }
+        },
+        FaultKind::Flap if call.n % 2 == 0 => call.error(503, "Service Unavailable (mock fault)"),
         FaultKind::Flap => call.answer(request).await,
     }
 }
@@ -138,7 +185,7 @@ impl Call {
         }
         self.shared.stats().ok += 1;
         if request.stream {
-            self.stream(&request, None)
+            self.stream(&request, End::Complete)
         } else {
             Json(shapes::completion(self.api, self.n, &request)).into_response()
         }
@@ -163,17 +210,19 @@ impl Call {
         StatusCode::INTERNAL_SERVER_ERROR.into_response()
     }
 
-    /// A server-sent events answer, cut after `cut` content chunks if set.
-    fn stream(self, request: &Request, cut: Option<usize>) -> Response {
-        let events = shapes::events(self.api, self.n, request, self.shared.chunks);
+    /// A server-sent events answer, ending as `end` says.
+    fn stream(self, request: &Request, end: End) -> Response {
+        let framing = self.shared.framing_events;
+        let events = shapes::events(self.api, self.n, request, self.shared.chunks, framing);
         let stream = Stream {
             prelude: events.prelude,
             chunks: events.chunks.into(),
             trailer: Some(events.trailer),
             sent: 0,
-            cut,
+            end,
             ended: false,
             interval: self.shared.chunk_interval,
+            first_token: self.shared.first_token_latency,
             call: self,
         };
         let body = Body::from_stream(futures::stream::unfold(stream, Stream::next));
@@ -188,15 +237,28 @@ impl Call {
     }
 }
 
+/// How a streamed answer ends.
+enum End {
+    /// With its trailer (finish reason, `[DONE]` or `message_stop`).
+    Complete,
+    /// Failing the body after this many content chunks (or all of them).
+    Cut(usize),
+    /// With this error event after this many content chunks (or all of them), then a clean
+    /// end of the body.
+    Error(usize, Bytes),
+}
+
 /// The frames of a streamed answer, sent one by one.
 struct Stream {
     prelude: Option<Bytes>,
     chunks: VecDeque<Bytes>,
     trailer: Option<Bytes>,
     sent: usize,
-    cut: Option<usize>,
+    end: End,
     ended: bool,
     interval: Duration,
+    /// The pause before the first content chunk.
+    first_token: Duration,
     /// Keeps the request in flight until the stream ends or the client goes away.
     call: Call,
 }
@@ -211,10 +273,20 @@ impl Stream {
         if let Some(prelude) = self.prelude.take() {
             return Some((Ok(prelude), self));
         }
-        if self
-            .cut
-            .is_some_and(|cut| self.sent >= cut || self.chunks.is_empty())
-        {
+        let stop_at = match &self.end {
+            End::Complete => None,
+            End::Cut(n) | End::Error(n, _) => Some(*n),
+        };
+        if stop_at.is_some_and(|n| self.sent >= n || self.chunks.is_empty()) {
+            if let End::Error(_, event) = &self.end {
+                let event = event.clone();
+                if self.sent > 0 && !self.call.shared.wait(self.interval).await {
+                    self.call.killer.kill();
+                    return Some(self.fail("server shutting down"));
+                }
+                self.ended = true;
+                return Some((Ok(event), self));
+            }
             // Let hyper flush what was sent (it does when the body is pending), then fail
             // the body: hyper closes the connection without ending the chunked encoding.
             tokio::task::yield_now().await;
@@ -224,7 +296,12 @@ impl Stream {
             self.ended = true;
             return self.trailer.take().map(|t| (Ok(t), self));
         };
-        if self.sent > 0 && !self.call.shared.wait(self.interval).await {
+        let pause = if self.sent == 0 {
+            self.first_token
+        } else {
+            self.interval
+        };
+        if (self.sent > 0 || !pause.is_zero()) && !self.call.shared.wait(pause).await {
             self.call.killer.kill();
             return Some(self.fail("server shutting down"));
         }

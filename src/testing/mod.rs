@@ -12,10 +12,20 @@
 //!
 //! A [`FaultScript`] says which requests fail and how: error statuses with the provider's
 //! error body, 429 with `retry-after`, slow answers, hung requests, connections reset without
-//! a response, streams cut after some chunks, flapping. Scripts are built in code or read
-//! from TOML, and can be replaced while the server runs
+//! a response, streams cut after some chunks, error events after a 200 (Anthropic's
+//! `overloaded_error`...: [`FaultKind::StreamError`]), flapping. Scripts are built in code or
+//! read from TOML, and can be replaced while the server runs
 //! ([`set_script`](MockLlm::set_script)). The counters ([`MockLlm::stats`]) are exact, so a
 //! test can prove how many calls reached a failing provider.
+//!
+//! A [`Quota`] ([`MockLlmBuilder::quota`], [`MockLlm::set_quota`]) drains per request, resets
+//! on a fixed schedule, shows in both vendors' rate-limit headers on every response
+//! (`x-ratelimit-*`, `anthropic-ratelimit-*`) and, once spent, answers 429 until the window
+//! resets. Streams can be made to look like the real APIs' around their content:
+//! [`first_token_latency`](MockLlmBuilder::first_token_latency) (a pause after the opening
+//! events) and [`framing_events`](MockLlmBuilder::framing_events) (OpenAI's role-only first
+//! delta, Anthropic's `ping`); OpenAI streams end with a usage chunk when the request asks
+//! (`"stream_options": {"include_usage": true}`).
 //!
 //! # Example
 //!
@@ -78,9 +88,11 @@
 
 mod conn;
 mod handler;
+mod quota;
 mod script;
 mod server;
 mod shapes;
 
-pub use script::{Fault, FaultKind, FaultScript, ScriptError, When};
+pub use quota::Quota;
+pub use script::{Fault, FaultKind, FaultScript, ScriptError, StreamFault, When};
 pub use server::{MockLlm, MockLlmBuilder, MockStats};

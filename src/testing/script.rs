@@ -21,6 +21,8 @@ use serde::{Deserialize, Deserializer};
 /// kind = { status = 503 }             # or "overloaded" | { rate_limited = "30s" }
 ///                                     #  | "unauthorized" | { slow = "5s" } | "hang"
 ///                                     #  | "reset" | { cut_stream = 2 } | "flap"
+///                                     #  | { stream_error = { error = "overloaded",
+///                                     #                     after_chunks = 2 } }
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -68,7 +70,10 @@ pub enum When {
 /// (OpenAI or Anthropic).
 ///
 /// In TOML: `{ status = 503 }`, `"overloaded"`, `{ rate_limited = "30s" }`, `"unauthorized"`,
-/// `{ slow = "5s" }`, `"hang"`, `"reset"`, `{ cut_stream = 2 }` or `"flap"`.
+/// `{ slow = "5s" }`, `"hang"`, `"reset"`, `{ cut_stream = 2 }`, `"flap"` or
+/// `{ stream_error = { error = "overloaded", after_chunks = 2 } }` (`error` one of
+/// `"overloaded"`, `"api_error"`, `"rate_limit"`, `"invalid_request"`; `after_chunks`
+/// defaults to 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "RawKind")]
 pub enum FaultKind {
@@ -101,6 +106,59 @@ pub enum FaultKind {
     /// Every other request fails with 503: those with an even number (0, 2, 4...); the others
     /// are answered normally.
     Flap,
+    /// Streaming requests: answer 200, send the stream's opening events and this many content
+    /// chunks, then an error event in the API's format, and end the body cleanly (an
+    /// Anthropic `event: error` with `{"type": "error", "error": {"type": "overloaded_error",
+    /// ...}}`; an OpenAI `data: {"error": {...}}`). Non-streaming requests: the error's status
+    /// with its error body (529, 500, 429 without `retry-after`, 400).
+    StreamError {
+        /// Content chunks sent before the error.
+        after_chunks: usize,
+        /// Which error.
+        error: StreamFault,
+    },
+}
+
+/// The in-band error of a [`FaultKind::StreamError`], and its status without streaming.
+///
+/// ```
+/// use fusebox::testing::{FaultKind, FaultScript, StreamFault};
+///
+/// let script = FaultScript::from_toml_str(r#"
+///     [[faults]]
+///     when = "always"
+///     kind = { stream_error = { error = "overloaded", after_chunks = 2 } }
+/// "#)?;
+/// assert_eq!(
+///     script.faults[0].kind,
+///     FaultKind::StreamError { after_chunks: 2, error: StreamFault::Overloaded },
+/// );
+/// assert_eq!(StreamFault::Overloaded.status(), 529);
+/// # Ok::<(), fusebox::testing::ScriptError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamFault {
+    /// Anthropic `overloaded_error` (OpenAI `server_error`); 529 without streaming.
+    Overloaded,
+    /// Anthropic `api_error` (OpenAI `server_error`); 500 without streaming.
+    ApiError,
+    /// Anthropic `rate_limit_error` (OpenAI `rate_limit_exceeded`); 429 without streaming.
+    RateLimit,
+    /// `invalid_request_error`, the caller's fault; 400 without streaming.
+    InvalidRequest,
+}
+
+impl StreamFault {
+    /// The HTTP status the same error has without streaming.
+    pub const fn status(self) -> u16 {
+        match self {
+            StreamFault::Overloaded => 529,
+            StreamFault::ApiError => 500,
+            StreamFault::RateLimit => 429,
+            StreamFault::InvalidRequest => 400,
+        }
+    }
 }
 
 impl FaultScript {
@@ -273,6 +331,15 @@ enum RawKind {
     Reset,
     CutStream(usize),
     Flap,
+    StreamError(RawStreamError),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStreamError {
+    error: StreamFault,
+    #[serde(default)]
+    after_chunks: usize,
 }
 
 impl TryFrom<RawKind> for FaultKind {
@@ -296,6 +363,13 @@ impl TryFrom<RawKind> for FaultKind {
             RawKind::Reset => FaultKind::Reset,
             RawKind::CutStream(after_chunks) => FaultKind::CutStream { after_chunks },
             RawKind::Flap => FaultKind::Flap,
+            RawKind::StreamError(RawStreamError {
+                error,
+                after_chunks,
+            }) => FaultKind::StreamError {
+                after_chunks,
+                error,
+            },
         })
     }
 }

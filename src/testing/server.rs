@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::conn::{KillableListener, Killer};
 use super::handler;
+use super::quota::{Ledger, Quota};
 use super::script::{FaultKind, FaultScript};
 
 /// How long [`MockLlm::shutdown`] waits for open connections to close.
@@ -99,6 +100,12 @@ impl MockLlm {
             .unwrap_or_else(PoisonError::into_inner) = script;
     }
 
+    /// Replaces the rate-limit quota (`None`: no quota, no rate-limit headers). What the
+    /// current window has spent is kept; windows still count from the server's start.
+    pub fn set_quota(&self, quota: Option<Quota>) {
+        self.inner.shared.ledger().quota = quota;
+    }
+
     /// How many requests reached the API endpoints, counted on arrival, before any fault.
     pub fn requests(&self) -> u64 {
         self.inner.shared.stats().requests
@@ -139,6 +146,9 @@ pub struct MockLlmBuilder {
     chunks: usize,
     chunk_interval: Duration,
     latency: Duration,
+    first_token_latency: Duration,
+    framing_events: bool,
+    quota: Option<Quota>,
 }
 
 impl Default for MockLlmBuilder {
@@ -149,6 +159,9 @@ impl Default for MockLlmBuilder {
             chunks: 5,
             chunk_interval: Duration::ZERO,
             latency: Duration::ZERO,
+            first_token_latency: Duration::ZERO,
+            framing_events: false,
+            quota: None,
         }
     }
 }
@@ -190,6 +203,32 @@ impl MockLlmBuilder {
         self
     }
 
+    /// The pause, in a streamed answer, between its opening events (sent with the headers:
+    /// Anthropic's `message_start`, `content_block_start` and `ping`, OpenAI's role-only
+    /// delta) and its first content chunk: the model's time to first token (default none).
+    #[must_use]
+    pub fn first_token_latency(mut self, latency: Duration) -> MockLlmBuilder {
+        self.first_token_latency = latency;
+        self
+    }
+
+    /// Whether streamed answers also carry the events the real APIs send that are not
+    /// content: OpenAI's first, role-only delta (`{"role": "assistant", "content": "",
+    /// "refusal": null}`) and Anthropic's `ping` after `content_block_start` (default off).
+    #[must_use]
+    pub fn framing_events(mut self, on: bool) -> MockLlmBuilder {
+        self.framing_events = on;
+        self
+    }
+
+    /// A rate-limit quota announced in both vendors' headers and enforced with 429s (see
+    /// [`Quota`]; default none).
+    #[must_use]
+    pub fn quota(mut self, quota: Quota) -> MockLlmBuilder {
+        self.quota = Some(quota);
+        self
+    }
+
     /// Binds the socket and starts serving in a background task.
     ///
     /// # Errors
@@ -204,6 +243,9 @@ impl MockLlmBuilder {
             chunks: self.chunks,
             chunk_interval: self.chunk_interval,
             latency: self.latency,
+            first_token_latency: self.first_token_latency,
+            framing_events: self.framing_events,
+            ledger: Mutex::new(Ledger::new(self.quota)),
             stats: Mutex::new(MockStats::default()),
             shutdown: CancellationToken::new(),
         });
@@ -229,8 +271,8 @@ impl MockLlmBuilder {
 /// Counters of a [`MockLlm`], from [`MockLlm::stats`].
 ///
 /// Every request counts in `requests` on arrival, then once in `ok`, `errors`, `resets`,
-/// `hangs` or `cut_streams` when its outcome is decided (a request whose client gives up
-/// while it is delayed counts in `requests` only).
+/// `hangs`, `cut_streams` or `stream_errors` when its outcome is decided (a request whose
+/// client gives up while it is delayed counts in `requests` only).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MockStats {
@@ -247,6 +289,11 @@ pub struct MockStats {
     pub hangs: u64,
     /// Streams cut short ([`FaultKind::CutStream`] on streaming requests).
     pub cut_streams: u64,
+    /// Streams ended by an error event after their 200 ([`FaultKind::StreamError`] on
+    /// streaming requests).
+    pub stream_errors: u64,
+    /// Of `errors` with status 429: those answered because the [`Quota`] was spent.
+    pub quota_rejections: u64,
     /// Requests being handled now (streamed answers until their last byte).
     pub in_flight: u64,
 }
@@ -271,6 +318,9 @@ pub(super) struct Shared {
     pub(super) chunks: usize,
     pub(super) chunk_interval: Duration,
     pub(super) latency: Duration,
+    pub(super) first_token_latency: Duration,
+    pub(super) framing_events: bool,
+    ledger: Mutex<Ledger>,
     stats: Mutex<MockStats>,
     pub(super) shutdown: CancellationToken,
 }
@@ -278,6 +328,15 @@ pub(super) struct Shared {
 impl Shared {
     pub(super) fn stats(&self) -> MutexGuard<'_, MockStats> {
         self.stats.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Time since the server started, on the tokio clock.
+    pub(super) fn elapsed(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// Counts an arriving request: its number and its place in `in_flight`.

@@ -6,6 +6,8 @@ use axum::body::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::script::StreamFault;
+
 /// Which API a request was made to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Api {
@@ -21,6 +23,8 @@ pub(super) struct Request {
     pub(super) model: String,
     pub(super) stream: bool,
     pub(super) prompt_tokens: u64,
+    /// OpenAI `stream_options.include_usage`: end the stream with a usage chunk.
+    pub(super) include_usage: bool,
 }
 
 #[derive(Deserialize)]
@@ -29,6 +33,14 @@ struct ChatRequest {
     messages: Vec<Message>,
     #[serde(default)]
     stream: bool,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
 }
 
 #[derive(Deserialize)]
@@ -49,13 +61,13 @@ struct Message {
 
 /// Parses a request body, or says why it is not one.
 pub(super) fn parse(api: Api, body: &[u8]) -> Result<Request, String> {
-    let (model, messages, stream) = match api {
-        Api::OpenAi => {
-            serde_json::from_slice::<ChatRequest>(body).map(|r| (r.model, r.messages, r.stream))
-        }
-        Api::Anthropic => {
-            serde_json::from_slice::<MessagesRequest>(body).map(|r| (r.model, r.messages, r.stream))
-        }
+    let (model, messages, stream, include_usage) = match api {
+        Api::OpenAi => serde_json::from_slice::<ChatRequest>(body).map(|r| {
+            let usage = r.stream_options.is_some_and(|o| o.include_usage);
+            (r.model, r.messages, r.stream, usage)
+        }),
+        Api::Anthropic => serde_json::from_slice::<MessagesRequest>(body)
+            .map(|r| (r.model, r.messages, r.stream, false)),
     }
     .map_err(|e| format!("invalid request body: {e}"))?;
     let prompt_tokens = messages.iter().map(|m| words(&m.content)).sum::<u64>();
@@ -63,6 +75,7 @@ pub(super) fn parse(api: Api, body: &[u8]) -> Result<Request, String> {
         model,
         stream,
         prompt_tokens: prompt_tokens.max(1),
+        include_usage,
     })
 }
 
@@ -169,31 +182,52 @@ fn sse(event: Option<&str>, data: &Value) -> String {
     }
 }
 
-pub(super) fn events(api: Api, n: u64, req: &Request, chunks: usize) -> Events {
+/// With `framing`, the events that are not content are added as the real APIs send them:
+/// OpenAI's role-only first delta, Anthropic's `ping`.
+pub(super) fn events(api: Api, n: u64, req: &Request, chunks: usize, framing: bool) -> Events {
     let text = reply_text(n);
     let parts = split(&text, chunks);
     match api {
         Api::OpenAi => {
             let created = now_secs();
+            let frame = |choices: Value, usage: Option<Value>| {
+                let mut chunk = json!({
+                    "id": id(api, n),
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": req.model,
+                    "choices": choices,
+                });
+                if let Some(usage) = usage {
+                    chunk["usage"] = usage;
+                }
+                sse(None, &chunk)
+            };
             let chunk = |delta: Value, finish: Value| {
-                sse(
+                frame(
+                    json!([{"index": 0, "delta": delta, "finish_reason": finish}]),
                     None,
-                    &json!({
-                        "id": id(api, n),
-                        "object": "chat.completion.chunk",
-                        "created": created,
-                        "model": req.model,
-                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-                    }),
                 )
             };
+            let mut trailer = chunk(json!({}), json!("stop"));
+            if req.include_usage {
+                let out = completion_tokens(&text);
+                let usage = json!({
+                    "prompt_tokens": req.prompt_tokens,
+                    "completion_tokens": out,
+                    "total_tokens": req.prompt_tokens + out,
+                });
+                trailer += &frame(json!([]), Some(usage));
+            }
+            trailer += "data: [DONE]\n\n";
+            let role = json!({"role": "assistant", "content": "", "refusal": null});
             Events {
-                prelude: None,
+                prelude: framing.then(|| Bytes::from(chunk(role, Value::Null))),
                 chunks: parts
                     .iter()
                     .map(|p| Bytes::from(chunk(json!({ "content": p }), Value::Null)))
                     .collect(),
-                trailer: Bytes::from(chunk(json!({}), json!("stop")) + "data: [DONE]\n\n"),
+                trailer: Bytes::from(trailer),
             }
         }
         Api::Anthropic => {
@@ -223,10 +257,13 @@ pub(super) fn events(api: Api, n: u64, req: &Request, chunks: usize) -> Events {
                 "delta": {"stop_reason": "end_turn", "stop_sequence": null},
                 "usage": {"output_tokens": completion_tokens(&text)},
             });
+            let mut prelude =
+                sse(Some("message_start"), &start) + &sse(Some("content_block_start"), &block);
+            if framing {
+                prelude += &sse(Some("ping"), &json!({"type": "ping"}));
+            }
             Events {
-                prelude: Some(Bytes::from(
-                    sse(Some("message_start"), &start) + &sse(Some("content_block_start"), &block),
-                )),
+                prelude: Some(Bytes::from(prelude)),
                 chunks: parts.iter().map(delta).collect(),
                 trailer: Bytes::from(
                     sse(Some("content_block_stop"), &stop)
@@ -236,6 +273,21 @@ pub(super) fn events(api: Api, n: u64, req: &Request, chunks: usize) -> Events {
             }
         }
     }
+}
+
+/// The in-band error event of a stream, in the API's format.
+pub(super) fn error_event(api: Api, fault: StreamFault) -> Bytes {
+    let message = match fault {
+        StreamFault::Overloaded => "Overloaded (mock stream fault)",
+        StreamFault::ApiError => "Internal server error (mock stream fault)",
+        StreamFault::RateLimit => "Rate limit exceeded (mock stream fault)",
+        StreamFault::InvalidRequest => "Invalid request (mock stream fault)",
+    };
+    let body = error(api, fault.status(), message);
+    Bytes::from(match api {
+        Api::OpenAi => sse(None, &body),
+        Api::Anthropic => sse(Some("error"), &body),
+    })
 }
 
 /// A provider-shaped error body for `status`.

@@ -1,0 +1,248 @@
+//! The registry snapshot the router actor publishes and every call reads: the providers by
+//! name and each route's current order, with why each member stands where it does.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::breaker::CircuitState;
+use crate::config::{Config, Route};
+use crate::{ProviderHandle, ProviderId};
+
+/// Why a member of a route stands where it does in the route's order.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Reason {
+    /// Closed and healthy: in its configured place.
+    Healthy,
+    /// Half-open: in its configured place, so that its free trial slots are taken by real
+    /// requests; a request that finds every slot taken moves on at once.
+    Trial,
+    /// Closed, but failing often: behind every healthy member until its failure rate falls
+    /// (see [`crate::router`] for the thresholds).
+    Demoted {
+        /// The failure rate over the sampling window when it was last sampled.
+        failure_rate: f64,
+    },
+    /// Closed, but with little rate-limit headroom left: behind every healthy member.
+    LowHeadroom {
+        /// The fraction of its quota left.
+        ratio: f64,
+    },
+    /// Open: skipped without a call until its deadline.
+    Open,
+    /// Isolated: skipped until an operator resets it.
+    Isolated,
+    /// Its actor stopped for good: skipped.
+    Stopped,
+}
+
+impl Reason {
+    /// Whether a member with this reason is ranked behind every member that is not.
+    pub(crate) fn is_demoted(self) -> bool {
+        matches!(self, Reason::Demoted { .. } | Reason::LowHeadroom { .. })
+    }
+}
+
+/// Counters of one route, kept across the route's publications. Routed calls add to them
+/// without a lock; the metrics timer publishes them.
+#[derive(Debug, Default)]
+pub(crate) struct RouteCounters {
+    /// By provider: attempts by [`AttemptResult`].
+    attempts: Mutex<HashMap<ProviderId, Arc<MemberCounters>>>,
+    /// By (first choice, server): calls served after a fallback.
+    fallbacks: Mutex<HashMap<(ProviderId, ProviderId), Arc<AtomicU64>>>,
+    /// How many times the router changed this route's order.
+    pub(crate) order_changes: AtomicU64,
+}
+
+/// How a routed attempt ended, for the route metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AttemptResult {
+    Success,
+    Failure,
+    Timeout,
+    Ignored,
+    SkippedOpen,
+    SkippedIsolated,
+    SkippedSaturated,
+    SkippedBudget,
+    Deadline,
+}
+
+impl AttemptResult {
+    pub(crate) const ALL: [AttemptResult; 9] = [
+        AttemptResult::Success,
+        AttemptResult::Failure,
+        AttemptResult::Timeout,
+        AttemptResult::Ignored,
+        AttemptResult::SkippedOpen,
+        AttemptResult::SkippedIsolated,
+        AttemptResult::SkippedSaturated,
+        AttemptResult::SkippedBudget,
+        AttemptResult::Deadline,
+    ];
+
+    /// The `result` label.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            AttemptResult::Success => "success",
+            AttemptResult::Failure => "failure",
+            AttemptResult::Timeout => "timeout",
+            AttemptResult::Ignored => "ignored",
+            AttemptResult::SkippedOpen => "skipped_open",
+            AttemptResult::SkippedIsolated => "skipped_isolated",
+            AttemptResult::SkippedSaturated => "skipped_saturated",
+            AttemptResult::SkippedBudget => "skipped_budget",
+            AttemptResult::Deadline => "deadline",
+        }
+    }
+}
+
+/// One member's attempt counters on one route.
+#[derive(Debug, Default)]
+pub(crate) struct MemberCounters([AtomicU64; AttemptResult::ALL.len()]);
+
+impl MemberCounters {
+    #[inline]
+    pub(crate) fn add(&self, result: AttemptResult) {
+        self.0[result as usize].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn get(&self, result: AttemptResult) -> u64 {
+        self.0[result as usize].load(Relaxed)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl RouteCounters {
+    /// The counters of `provider` on this route (created on first use; the router calls this
+    /// when it publishes, never a routed call).
+    pub(crate) fn member(&self, provider: &ProviderId) -> Arc<MemberCounters> {
+        lock(&self.attempts)
+            .entry(provider.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// The fallback counter from `first` to `to`.
+    pub(crate) fn fallback(&self, first: &ProviderId, to: &ProviderId) -> Arc<AtomicU64> {
+        lock(&self.fallbacks)
+            .entry((first.clone(), to.clone()))
+            .or_default()
+            .clone()
+    }
+
+    /// Every member's counters, for publication.
+    pub(crate) fn members(&self) -> Vec<(ProviderId, Arc<MemberCounters>)> {
+        lock(&self.attempts)
+            .iter()
+            .map(|(p, c)| (p.clone(), c.clone()))
+            .collect()
+    }
+
+    /// Every fallback counter, for publication.
+    pub(crate) fn fallbacks(&self) -> Vec<((ProviderId, ProviderId), u64)> {
+        lock(&self.fallbacks)
+            .iter()
+            .map(|(k, c)| (k.clone(), c.load(Relaxed)))
+            .collect()
+    }
+}
+
+/// One member of a route, in the route's current order.
+#[derive(Debug, Clone)]
+pub(crate) struct Member {
+    pub(crate) handle: ProviderHandle,
+    pub(crate) reason: Reason,
+    pub(crate) counters: Arc<MemberCounters>,
+}
+
+/// One route as routed calls see it: its configuration and its current order.
+#[derive(Debug)]
+pub(crate) struct RouteView {
+    pub(crate) config: Route,
+    /// The members, in the order the router ranked them.
+    pub(crate) members: Vec<Member>,
+    /// How many members lead the order as preferred (not demoted); a per-call policy (least
+    /// loaded, lowest latency) re-sorts only these.
+    pub(crate) preferred: usize,
+    /// `fallbacks[first * n + served]`: calls served by member `served` after the first
+    /// choice `first` (indices into `members`).
+    pub(crate) fallbacks: Vec<Arc<AtomicU64>>,
+    pub(crate) counters: Arc<RouteCounters>,
+    /// How many orders the router has published for this route.
+    pub(crate) version: u64,
+}
+
+impl RouteView {
+    /// The publication of `config` with its members in `order`.
+    pub(crate) fn new(
+        config: Route,
+        order: Vec<(ProviderHandle, Reason)>,
+        counters: Arc<RouteCounters>,
+        version: u64,
+    ) -> Self {
+        let members: Vec<Member> = order
+            .into_iter()
+            .map(|(handle, reason)| Member {
+                counters: counters.member(handle.id()),
+                handle,
+                reason,
+            })
+            .collect();
+        let preferred = members
+            .iter()
+            .take_while(|m| !m.reason.is_demoted())
+            .count();
+        let mut fallbacks = Vec::with_capacity(members.len() * members.len());
+        for first in &members {
+            for served in &members {
+                fallbacks.push(counters.fallback(first.handle.id(), served.handle.id()));
+            }
+        }
+        RouteView {
+            config,
+            members,
+            preferred,
+            fallbacks,
+            counters,
+            version,
+        }
+    }
+
+    /// The order as (provider, reason) pairs, to compare publications.
+    pub(crate) fn order(&self) -> impl Iterator<Item = (&ProviderId, Reason)> {
+        self.members.iter().map(|m| (m.handle.id(), m.reason))
+    }
+}
+
+/// The registry as published: what every call reads with one atomic load.
+#[derive(Debug)]
+pub(crate) struct Table {
+    /// The running configuration (providers and routes as configured).
+    pub(crate) config: Arc<Config>,
+    pub(crate) providers: HashMap<ProviderId, ProviderHandle>,
+    /// The providers in configured order.
+    pub(crate) order: Vec<ProviderHandle>,
+    pub(crate) routes: HashMap<String, Arc<RouteView>>,
+}
+
+impl Table {
+    /// The current state of a member, from its published gate.
+    pub(crate) fn gate_reason(handle: &ProviderHandle) -> Option<Reason> {
+        if !handle.is_alive() {
+            return Some(Reason::Stopped);
+        }
+        match handle.state() {
+            CircuitState::Closed => None,
+            CircuitState::HalfOpen => Some(Reason::Trial),
+            CircuitState::Open => Some(Reason::Open),
+            CircuitState::Isolated => Some(Reason::Isolated),
+        }
+    }
+}
