@@ -4,20 +4,22 @@
 //!
 //! # What async-openai does by default, measured
 //!
-//! Measured against [`MockLlm`](crate::testing::MockLlm) on loopback, with async-openai 0.43's
-//! default client (`Client::with_config`, `Client::build` or `with_http_client`), by
-//! `tests/async_openai.rs`:
+//! Measured against `fusebox::testing::MockLlm` on loopback with async-openai 0.43's
+//! default client (`Client::with_config`; `Client::build` and `with_http_client` install the
+//! same executor), by `tests/async_openai.rs` (the numbers are printed with `--nocapture`):
 //!
-//! - **Retries.** Every 429, every 5xx and every connect error is retried 3 times (4 HTTP
-//!   requests per call), with a backoff of 100, 200 and 400 ms (MEASURED_503). Behind a
-//!   `consecutive(5)` breaker the circuit opens after 5 calls that were 20 HTTP requests.
-//! - **`Retry-After`.** Honoured only as whole seconds (`retry-after-ms` and HTTP dates are
-//!   ignored), by sleeping that long before each retry: a 429 with `Retry-After: 1` took
-//!   MEASURED_429 over its 4 requests (`Retry-After: 7` would take 21 s).
-//! - **Headers dropped.** The error that comes out, `OpenAIError::ApiError`, keeps the status
-//!   and the error body but no header: the hint never reaches a breaker, and a 429 looks
-//!   like a rate limit without a hint.
-//! - `with_http_client(..)` installs this retrying executor again, silently: do not call it
+//! - **Retries.** A 503 is retried 3 times: one call is 4 HTTP requests and took 712 ms
+//!   (backoff 100 + 200 + 400 ms). Behind a `consecutive(5)` breaker the circuit opened
+//!   after 5 calls that were **20 HTTP requests**, 3.5 s. Its source retries every 429,
+//!   every 5xx and every connect error the same way (backoff doubling up to 8 s).
+//! - **`Retry-After`.** A 429 with `Retry-After: 1` (and `retry-after-ms: 1000`) was 4
+//!   requests in 3.0 s: it sleeps the hint before each retry, read as whole seconds only
+//!   (`retry-after-ms` and HTTP dates are ignored), so `Retry-After: 7` costs 21 s of
+//!   sleeping inside one call.
+//! - **Headers dropped.** The error that comes out, `OpenAIError::ApiError`, keeps the
+//!   status and the error body but no header: the 429 reached the breaker as a rate limit
+//!   *without* a hint (with `rate_limited_for` off it left the circuit closed).
+//! - `with_http_client(..)` installs that retrying executor again, silently: do not call it
 //!   on the clients built here.
 //!
 //! # The clients built here

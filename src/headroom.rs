@@ -220,9 +220,8 @@ impl Headroom {
 ///
 /// [`record`](Self::record) replaces what was there (the latest response wins); the readers
 /// answer from the quotas that are still current at the instant they are given (see the
-/// [module docs](self)). Every method is one atomic operation on an
-/// [`ArcSwapOption`](arc_swap::ArcSwapOption) plus arithmetic: no lock, no allocation on
-/// reads (a record allocates its snapshot).
+/// [module docs](self)). Every method is one atomic operation on an `arc_swap::ArcSwapOption`
+/// plus arithmetic: no lock, no allocation on reads (a record allocates its snapshot).
 ///
 /// ```
 /// use std::time::Duration;

@@ -106,3 +106,37 @@ fn the_name_scanner_finds_names_and_strips_histogram_suffixes() {
     );
     assert!(metric_names("my_fusebox_calls").is_empty());
 }
+
+const ALERTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards/alerts.yml");
+
+/// Metrics the alerting rules may name before the crate emits them: the fleet link's gauge
+/// comes with the fleet module (feature `redis`).
+const PENDING: &[&str] = &["fusebox_fleet_connected"];
+
+#[test]
+fn every_metric_the_alerts_query_is_one_the_crate_emits_or_announces() {
+    let text = std::fs::read_to_string(ALERTS).unwrap();
+    let names = metric_names(&text);
+    assert!(names.len() >= 5, "{names:?}");
+    for name in names {
+        assert!(
+            fusebox::metrics::ALL.contains(&name.as_str()) || PENDING.contains(&name.as_str()),
+            "the alerts query `{name}`, which fusebox does not emit"
+        );
+    }
+    for alert in [
+        "FuseboxCircuitOpen",
+        "FuseboxCircuitFlapping",
+        "FuseboxMostCircuitsOpen",
+        "FuseboxProviderIsolated",
+        "FuseboxFleetLinkDown",
+    ] {
+        assert!(text.contains(&format!("alert: {alert}\n")), "{alert}");
+        let tests =
+            std::fs::read_to_string(ALERTS.replace("alerts.yml", "alerts_test.yml")).unwrap();
+        assert!(
+            tests.contains(&format!("alertname: {alert}\n")),
+            "{alert} has no promtool test"
+        );
+    }
+}
