@@ -119,8 +119,10 @@ where
         _ => elapsed,
     };
     if let Some(decided) = record(admitted, verdict, elapsed, timed_out, None) {
-        // The report is queued: even if this caller is dropped now, it is decided.
-        decided.await;
+        // The report is queued: even if this caller is dropped now, it is decided. Boxed:
+        // a decision already allocates (its reply channel), and the common case's future
+        // stays small.
+        Box::pin(decided).await;
     }
     ended
 }

@@ -31,8 +31,9 @@ pub enum Verdict {
     Failure,
     /// The provider is rate limiting (HTTP 429).
     ///
-    /// With a hint the circuit opens at once for at least `retry_after`;
-    /// without one this counts as an ordinary [`Verdict::Failure`].
+    /// With a hint the circuit opens at once for at least `retry_after`; without one it
+    /// opens for the breaker's [`rate_limited_for`](crate::Breaker::rate_limited_for)
+    /// (5 seconds by default; zero makes it an ordinary [`Verdict::Failure`]).
     RateLimited {
         /// How long the provider asked callers to back off, if it said.
         retry_after: Option<Duration>,

@@ -56,7 +56,11 @@ pub struct Quota {
     /// announced.
     pub limit: Option<u64>,
     /// How long after the response the quota is full again (`x-ratelimit-reset-*`,
-    /// `anthropic-ratelimit-*-reset`), if announced.
+    /// `anthropic-ratelimit-*-reset`), if announced. Serialised as `reset_seconds`.
+    #[serde(
+        rename = "reset_seconds",
+        serialize_with = "crate::events::ser::opt_secs"
+    )]
     pub reset: Option<Duration>,
 }
 
@@ -248,6 +252,16 @@ pub struct HeadroomCell {
     latest: ArcSwapOption<Recorded>,
 }
 
+/// A clone holds the same latest record, with its instant (a provider rebuilt by a reload
+/// keeps what its provider announced), and is recorded into apart from then on.
+impl Clone for HeadroomCell {
+    fn clone(&self) -> HeadroomCell {
+        HeadroomCell {
+            latest: ArcSwapOption::new(self.latest.load_full()),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Recorded {
     headroom: Headroom,
@@ -434,6 +448,21 @@ mod tests {
         assert_eq!(cell.ratio(t0 + S), Some(0.9));
         cell.clear();
         assert_eq!(cell.snapshot(), None);
+    }
+
+    #[test]
+    fn a_reloaded_provider_carries_its_headroom_over() {
+        let old = HeadroomCell::new();
+        let t0 = Instant::now();
+        let spent = Headroom {
+            requests: quota(0, 10, 10 * S),
+            ..Headroom::default()
+        };
+        old.record(spent, t0);
+        let new = old.clone();
+        old.clear();
+        assert_eq!(new.recorded_at(), Some(t0));
+        assert_eq!(new.exhausted_until(t0 + S), Some(t0 + 10 * S));
     }
 
     #[test]

@@ -532,6 +532,27 @@ async fn a_rate_limit_without_a_hint_opens_for_rate_limited_for() {
         }
     );
     assert_eq!(fuse.status()[0].rate_limited, 5);
+
+    // Validated (at most `MAX_DURATION`), and read from TOML.
+    let too_long = fusebox::config::MAX_DURATION + secs(1);
+    let err = Provider::new("p")
+        .breaker(Breaker::default().rate_limited_for(too_long))
+        .validate()
+        .unwrap_err();
+    assert_eq!(err.field(), Some("breaker.rate_limited_for"));
+    let config = fusebox::Config::from_toml_str(
+        "[[providers]]\nname = \"p\"\nbreaker = { rate_limited_for = \"30s\" }\n",
+    )
+    .unwrap();
+    let expected = Breaker::default().rate_limited_for(secs(30));
+    assert_eq!(config.providers[0].breaker_config(), &expected);
+    let again = fusebox::Config::from_toml_str(&config.to_toml_string()).unwrap();
+    assert_eq!(again.providers[0].breaker_config(), &expected);
+    let err = fusebox::Config::from_toml_str(
+        "[[providers]]\nname = \"p\"\nbreaker = { rate_limited_for = \"soon\" }\n",
+    )
+    .unwrap_err();
+    assert_eq!(err.field(), Some("breaker.rate_limited_for"));
 }
 
 #[tokio::test(start_paused = true)]

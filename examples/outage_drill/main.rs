@@ -4,7 +4,11 @@
 //! cargo run --release --example outage_drill                       # the built-in incident
 //! cargo run --release --example outage_drill -- --scenario my.toml # your own script
 //! cargo run --release --example outage_drill -- --scale 0.5        # faster, same shape
+//! cargo run --release --example outage_drill --features server -- --ops 127.0.0.1:9464
 //! ```
+//!
+//! `--ops ADDR` (feature `server`) serves the ops endpoint during the drill: the status page
+//! at `/`, Prometheus metrics at `/metrics`, events at `/events`.
 //!
 //! Three mock LLM providers start on 127.0.0.1. Tens of agent tasks send chat requests through
 //! a fusebox route (primary → secondary → tertiary); the same script is replayed at the same
@@ -52,6 +56,7 @@ struct Args {
     scenario: Option<PathBuf>,
     scale: f64,
     out: PathBuf,
+    ops: Option<std::net::SocketAddr>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -59,6 +64,7 @@ fn parse_args() -> Result<Args, String> {
         scenario: None,
         scale: 1.0,
         out: PathBuf::from("target/outage_drill.svg"),
+        ops: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -74,9 +80,15 @@ fn parse_args() -> Result<Args, String> {
                     .ok_or(format!("--scale {v:?}: a positive number is needed"))?;
             }
             "--out" => args.out = value("--out")?.into(),
+            "--ops" => {
+                let v = value("--ops")?;
+                args.ops = Some(v.parse().map_err(|_| {
+                    format!("--ops {v:?}: an address such as 127.0.0.1:9464 is needed")
+                })?);
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: outage_drill [--scenario FILE.toml] [--scale FACTOR] [--out FILE.svg]"
+                    "usage: outage_drill [--scenario FILE.toml] [--scale FACTOR] [--out FILE.svg] [--ops ADDR]"
                 );
                 std::process::exit(0);
             }
@@ -178,7 +190,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     };
     let scenario = base.scaled(args.scale);
     let providers: Vec<String> = scenario.providers.iter().map(|p| p.name.clone()).collect();
+    let ops = ops::Ops::install(args.ops)?; // the recorder goes in before the supervisor
     let fuse = engine::supervisor_builder(&scenario).build().await?;
+    let _ops = ops.start(&fuse).await?;
     let fuse_mocks = engine::start_mocks(&scenario).await?;
     let naive_mocks = engine::start_mocks(&scenario).await?;
     println!(
@@ -265,4 +279,57 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     println!("\ntimeline: {}", args.out.display());
     fuse.shutdown(Duration::from_secs(1)).await;
     Ok(())
+}
+
+/// `--ops ADDR`: the ops endpoint (status page, metrics, events) for the drill's supervisor.
+mod ops {
+    use std::net::SocketAddr;
+
+    type Error = Box<dyn std::error::Error>;
+
+    pub(crate) struct Ops {
+        addr: Option<SocketAddr>,
+        #[cfg(feature = "server")]
+        metrics: Option<fusebox::prometheus::PrometheusHandle>,
+    }
+
+    impl Ops {
+        #[cfg(feature = "server")]
+        pub(crate) fn install(addr: Option<SocketAddr>) -> Result<Ops, Error> {
+            let metrics = addr.map(|_| fusebox::prometheus::install()).transpose()?;
+            Ok(Ops { addr, metrics })
+        }
+
+        #[cfg(not(feature = "server"))]
+        pub(crate) fn install(addr: Option<SocketAddr>) -> Result<Ops, Error> {
+            match addr {
+                Some(_) => Err("--ops needs the `server` feature: \
+                    cargo run --example outage_drill --features server -- --ops ADDR"
+                    .into()),
+                None => Ok(Ops { addr }),
+            }
+        }
+
+        #[cfg(feature = "server")]
+        pub(crate) async fn start(
+            self,
+            fuse: &fusebox::Supervisor,
+        ) -> Result<Option<fusebox::server::OpsHandle>, Error> {
+            let (Some(addr), Some(metrics)) = (self.addr, self.metrics) else {
+                return Ok(None);
+            };
+            let server = fusebox::server::OpsServer::new(fuse.clone()).prometheus(metrics);
+            let handle = server.bind(addr).start().await?;
+            println!(
+                "ops endpoint: http://{}/ (status page; /metrics, /events)",
+                handle.addr()
+            );
+            Ok(Some(handle))
+        }
+
+        #[cfg(not(feature = "server"))]
+        pub(crate) async fn start(self, _: &fusebox::Supervisor) -> Result<Option<()>, Error> {
+            Ok(self.addr.map(|_| ()))
+        }
+    }
 }

@@ -37,6 +37,8 @@ struct Model {
     max_trials: u32,
     successes_needed: u32,
     trial_timeout: Option<Duration>,
+    /// How long a rate limit without a hint opens the circuit (zero: an ordinary failure).
+    rate_limited_for: Duration,
     phase: ModelPhase,
     generation: u64,
     /// The outcome epoch: the generation plus resets of a closed circuit.
@@ -120,9 +122,9 @@ impl Model {
             }
         }
         let hint = match outcome {
-            Some(Verdict::RateLimited {
-                retry_after: Some(d),
-            }) if !d.is_zero() => Some(d),
+            Some(Verdict::RateLimited { retry_after }) => {
+                Some(retry_after.unwrap_or(self.rate_limited_for)).filter(|d| !d.is_zero())
+            }
             _ => None,
         };
         if epoch != self.epoch {
@@ -225,14 +227,16 @@ fn config() -> impl Strategy<Value = Breaker> {
         1u32..5,
         any::<u32>(),
         proptest::option::of(1u64..60),
+        0u64..10,
     )
-        .prop_map(|(n, base, cap, max, succ, timeout)| {
+        .prop_map(|(n, base, cap, max, succ, timeout, rate_limited_for)| {
             let mut b = Breaker::consecutive(n)
                 .open_for(Duration::from_secs(base))
                 .max_open_for(Duration::from_secs(base * cap))
                 .jitter(0.0)
                 .half_open_max_calls(max)
-                .success_threshold(1 + succ % max);
+                .success_threshold(1 + succ % max)
+                .rate_limited_for(Duration::from_secs(rate_limited_for));
             if let Some(t) = timeout {
                 b = b.trial_timeout(Duration::from_secs(t));
             }
@@ -257,6 +261,7 @@ proptest! {
             max_trials: cfg.half_open_max_calls,
             successes_needed: cfg.success_threshold,
             trial_timeout: cfg.trial_timeout,
+            rate_limited_for: cfg.rate_limited_for,
             phase: ModelPhase::Closed,
             generation: 0,
             epoch: 0,

@@ -373,8 +373,18 @@ fn a_hint_above_the_cap_is_honoured() {
 }
 
 #[test]
-fn rate_limit_without_a_hint_is_an_ordinary_failure() {
-    let mut r = Rig::new(Breaker::consecutive(2));
+fn rate_limit_without_a_hint_opens_for_rate_limited_for() {
+    let mut r = Rig::new(Breaker::consecutive(5));
+    let t = r.call(done(Verdict::RateLimited { retry_after: None })).unwrap();
+    assert_eq!((t.cause, t.open_for), (Cause::RateLimited, Some(5 * S)));
+    let mut r = Rig::new(Breaker::consecutive(5).rate_limited_for(30 * S));
+    let t = r.call(done(Verdict::RateLimited { retry_after: None })).unwrap();
+    assert_eq!((t.cause, t.open_for), (Cause::RateLimited, Some(30 * S)));
+}
+
+#[test]
+fn rate_limit_without_a_hint_is_an_ordinary_failure_when_rate_limited_for_is_zero() {
+    let mut r = Rig::new(Breaker::consecutive(2).rate_limited_for(Duration::ZERO));
     let none = done(Verdict::RateLimited { retry_after: None });
     assert_eq!(r.call(none), None);
     assert_eq!(

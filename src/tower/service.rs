@@ -37,6 +37,14 @@ type Admitting =
 ///
 /// A clone shares the provider (the same breaker, bulkhead and counts) and starts without
 /// an admission, as tower's `ConcurrencyLimit` clones start without a permit.
+///
+/// # Inner services whose error is `BoxError`
+///
+/// Like tower's own layers (they bound the inner error with `Into<BoxError>` too), a `Fuse`
+/// over a service whose error type is `tower::BoxError` itself cannot be driven inside
+/// `tokio::spawn`: rustc reports "implementation of `From` is not general enough" (a known
+/// compiler limitation with `dyn Error` lifetimes in `Send` checks). Give the inner service
+/// a concrete error type (`hyper_util`'s, `reqwest::Error`, your own).
 pub struct Fuse<S> {
     inner: S,
     provider: ProviderHandle,
