@@ -79,17 +79,46 @@
 //! # }
 //! ```
 //!
+//! # On call
+//!
+//! Every state change is an [`Event`] with a wall-clock [`timestamp`](Event::timestamp), a
+//! one-line `Display` for a pager (`anthropic: circuit opened after 3 consecutive failures;
+//! retry after 2m`) and, on a close, how long the provider was out
+//! ([`out_for`](Event::out_for)). [`Event`], [`ProviderStatus`], [`Health`] and [`Routed`]
+//! traces implement `serde::Serialize`; [`Config`] implements `Serialize` and `Deserialize`,
+//! so it embeds in an application's own configuration. The repository ships Prometheus
+//! alerting rules (`dashboards/alerts.yml`) beside a Grafana dashboard, and the ops endpoint
+//! (`fusebox::server`, feature `server`) serves a live status page.
+//!
 //! # Modules
 //!
 //! - [`breaker`]: the circuit breaker as a pure state machine (time is an argument).
 //! - [`classify`]: which outcomes count against a provider; HTTP status and `Retry-After`.
-//! - [`config`]: builders, validation and the TOML format.
-//! - [`events`]: the event bus and its stable event names.
-//! - [`router`]: routes, their policies, and the trace of a routed call.
+//! - [`config`]: builders, validation and the TOML format ([`config::file`]).
+//! - [`events`]: the event bus, its stable event names, and events for alerting.
+//! - [`headroom`]: rate-limit headroom: what a provider says is left of its quota.
 //! - [`metrics`]: the metrics fusebox emits through the `metrics` facade.
+//! - [`router`]: routes, their policies, the router's published order, and the trace of a
+//!   routed call.
+//! - [`stream`]: guarded streamed calls (first-chunk and stall deadlines).
+//! - `http` (feature `reqwest`): classification of reqwest errors and LLM error bodies,
+//!   `send()`, SSE decoding, headroom headers; with feature `reqwest-middleware`, a
+//!   reqwest-middleware `Middleware`.
+//! - `tower` (feature `tower`): a tower `Layer` making each HTTP request a guarded call.
+//! - `async_openai` (feature `async-openai`): async-openai clients guarded per request.
+//! - `prometheus` (feature `prometheus`): installs a Prometheus recorder with buckets for
+//!   LLM latencies.
+//! - `server` (feature `server`): the ops endpoint: health, status, metrics, events, admin
+//!   actions and the status page.
+//! - `testing` (feature `mock-server`): a fault-injecting mock LLM provider.
+//!
+//! Feature-gated items are marked with their feature on docs.rs.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod adaptive;
 #[cfg(feature = "async-openai")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async-openai")))]
 pub mod async_openai;
 mod attempt;
 pub mod breaker;
@@ -100,20 +129,25 @@ mod error;
 pub mod events;
 pub mod headroom;
 #[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod http;
 mod id;
 pub mod metrics;
 #[cfg(feature = "prometheus")]
+#[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 pub mod prometheus;
 mod provider;
 pub mod router;
 #[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod server;
 pub mod stream;
 mod supervisor;
 #[cfg(feature = "mock-server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mock-server")))]
 pub mod testing;
 #[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower;
 
 pub use breaker::{Cause, CircuitState};

@@ -679,3 +679,43 @@ async fn registry_changes_after_shutdown_are_refused() {
         Err(ConfigError::NoProviders | ConfigError::ShuttingDown)
     ));
 }
+
+/// A provider announcing low headroom is ranked behind the others before any 429; one
+/// announcing none left opens until its reset, without a request.
+#[tokio::test(start_paused = true)]
+async fn low_headroom_steers_away_and_an_exhausted_quota_opens_until_its_reset() {
+    use fusebox::headroom::{Headroom, Quota};
+    let fuse = two(Supervisor::builder().resample_every(secs(3600))).await;
+    let primary = fuse.provider("primary").unwrap();
+    let announce = |remaining: u64| {
+        let mut h = Headroom::default();
+        h.requests = Some(Quota::new(remaining).with_limit(100).with_reset(secs(30)));
+        primary.record_headroom(h);
+    };
+    announce(50);
+    fuse.resync_routes().await;
+    assert_eq!(served_by(&fuse).await, "primary");
+    announce(5);
+    fuse.resync_routes().await;
+    let status = fuse.route_status("chat").unwrap();
+    assert_eq!(status.providers(), ["secondary", "primary"]);
+    assert!(matches!(status.order[1].reason, Reason::LowHeadroom { ratio } if ratio == 0.05));
+    assert_eq!(served_by(&fuse).await, "secondary");
+    // Between the thresholds: stays behind (hysteresis); above the second: back in front.
+    announce(15);
+    fuse.resync_routes().await;
+    assert_eq!(served_by(&fuse).await, "secondary");
+    announce(25);
+    fuse.resync_routes().await;
+    assert_eq!(served_by(&fuse).await, "primary");
+    // Nothing left: open until the reset, with no failure counted.
+    announce(0);
+    settle().await;
+    let status = primary.status();
+    assert_eq!((status.state, status.failed), (CircuitState::Open, 0));
+    assert_eq!(status.retry_after, Some(secs(30)));
+    let rejected: Result<(), CallError<Down>> = primary.call(|| async { Ok(()) }).await;
+    assert!(
+        matches!(rejected, Err(CallError::Open { retry_after, .. }) if retry_after == secs(30))
+    );
+}

@@ -453,6 +453,28 @@ impl State {
         self.open_failures
     }
 
+    /// The provider announced (in its rate-limit headers) that a quota has nothing left
+    /// until `until`: a closed or half-open circuit opens for the time left, as a rate limit
+    /// (no failure is counted and the backoff does not grow); an open one stays open at least
+    /// until then (a deadline is never shortened); an isolated one stays isolated.
+    pub fn quota_exhausted(&mut self, until: Instant, now: Instant) -> Option<Transition> {
+        let left = until.saturating_duration_since(now);
+        if left.is_zero() {
+            return None;
+        }
+        match &mut self.phase {
+            Phase::Open { until: deadline } => {
+                *deadline = (*deadline).max(until);
+                None
+            }
+            Phase::Isolated => None,
+            Phase::Closed | Phase::HalfOpen { .. } => {
+                let failures = self.open_failures;
+                Some(self.open(Cause::RateLimited, failures, left, now))
+            }
+        }
+    }
+
     /// While half-open: how many more trials it admits now (0 when every slot is taken);
     /// `None` in any other state.
     pub fn free_trial_slots(&self) -> Option<u32> {

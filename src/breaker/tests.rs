@@ -375,10 +375,14 @@ fn a_hint_above_the_cap_is_honoured() {
 #[test]
 fn rate_limit_without_a_hint_opens_for_rate_limited_for() {
     let mut r = Rig::new(Breaker::consecutive(5));
-    let t = r.call(done(Verdict::RateLimited { retry_after: None })).unwrap();
+    let t = r
+        .call(done(Verdict::RateLimited { retry_after: None }))
+        .unwrap();
     assert_eq!((t.cause, t.open_for), (Cause::RateLimited, Some(5 * S)));
     let mut r = Rig::new(Breaker::consecutive(5).rate_limited_for(30 * S));
-    let t = r.call(done(Verdict::RateLimited { retry_after: None })).unwrap();
+    let t = r
+        .call(done(Verdict::RateLimited { retry_after: None }))
+        .unwrap();
     assert_eq!((t.cause, t.open_for), (Cause::RateLimited, Some(30 * S)));
 }
 

@@ -288,6 +288,20 @@ pub(crate) enum Control {
     Reset(oneshot::Sender<()>),
 }
 
+/// The provider's own rate-limit headers said a quota is used up until `until`.
+#[derive(Debug)]
+pub(crate) struct QuotaExhausted {
+    pub(crate) until: Instant,
+}
+
+impl Message<QuotaExhausted> for ProviderActor {
+    type Reply = ();
+
+    async fn handle(&mut self, msg: QuotaExhausted, _: &mut Context<Self, Self::Reply>) {
+        self.decide(|core, now| core.breaker.quota_exhausted(msg.until, now));
+    }
+}
+
 /// Makes the actor panic, to test supervision.
 #[cfg(feature = "testing")]
 #[derive(Debug)]

@@ -12,7 +12,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::actor::{Admit, Control, Delivery, ProviderActor, TrialPermit};
+use super::actor::{Admit, Control, Delivery, ProviderActor, QuotaExhausted, TrialPermit};
 use super::counters::Count;
 use super::shared::{Closing, Shared};
 use super::status::ProviderStatus;
@@ -212,10 +212,17 @@ impl ProviderHandle {
     /// # Ok(())
     /// # }
     /// ```
+    ///
+    /// A quota with nothing left (`remaining = 0`) and a reset opens the circuit until that
+    /// reset, as a rate limit (no failure counted): the provider is not sent a request only
+    /// to collect its 429. The provider's actor decides it as soon as it handles the notice.
     pub fn record_headroom(&self, headroom: crate::headroom::Headroom) {
-        self.shared
-            .headroom
-            .record(headroom, tokio::time::Instant::now());
+        let now = Instant::now();
+        let cell = &self.shared.headroom;
+        cell.record(headroom, now);
+        if let Some(until) = cell.exhausted_until(now) {
+            let _ = self.actor.tell(QuotaExhausted { until }).try_send();
+        }
     }
 
     /// Calls the provider through its circuit breaker and bulkhead, classifying errors with

@@ -39,6 +39,11 @@ pub const DEMOTE_AT_PERCENT: u64 = 50;
 /// A demoted provider is promoted back once its failure rate over the window is at most
 /// this share (in percent), or once a whole window passed with too few calls to tell.
 pub const PROMOTE_AT_PERCENT: u64 = 25;
+/// A closed provider whose tightest rate-limit quota has less than this share left (from
+/// its last response's headers) is ranked behind the others...
+pub const LOW_HEADROOM: f64 = 0.1;
+/// ...until at least this share is left again (or its headroom is no longer current).
+pub const HEADROOM_RECOVERED: f64 = 0.2;
 
 /// What the router actor starts (and restarts) with, and what outlives it.
 #[derive(Debug)]
@@ -74,6 +79,8 @@ struct Sampled {
     demoted: Option<Reason>,
     /// When the window last had enough calls to tell.
     last_evidence: Option<Instant>,
+    /// Whether it is ranked down for low headroom (with hysteresis).
+    low_headroom: bool,
 }
 
 impl Sampled {
@@ -146,12 +153,14 @@ impl RouterActor {
     /// Ranks every route from the gates and the samples, and publishes the table if anything
     /// changed (or when `force`d).
     fn publish(&mut self, force: bool) {
+        let now = Instant::now();
         let current = self.ctx.table.load_full();
         let mut routes = HashMap::with_capacity(self.config.routes.len());
         let mut changed = force
             || current.routes.len() != self.config.routes.len()
             || current.providers.len() != self.providers.len();
-        for route in &self.config.routes {
+        let configured = self.config.routes.clone();
+        for route in &configured {
             let counters = self.counters.entry(route.name.clone()).or_default().clone();
             if route.policy == crate::config::Policy::LowestLatency {
                 for name in &route.providers {
@@ -160,7 +169,7 @@ impl RouterActor {
                     }
                 }
             }
-            let order = self.rank(route);
+            let order = self.rank(route, now);
             let previous = current.routes.get(&route.name);
             let same = previous.is_some_and(|p| {
                 p.config == *route
@@ -205,21 +214,26 @@ impl RouterActor {
     /// One route's members in order: every member that is not demoted in configured order
     /// (open, isolated and stopped ones keep their place and are skipped by the gate check,
     /// so the trace shows why a fallback served), then the demoted ones.
-    fn rank(&self, route: &Route) -> Vec<(ProviderHandle, Reason)> {
-        let mut order: Vec<(ProviderHandle, Reason)> = route
-            .providers
-            .iter()
-            .filter_map(|name| self.providers.get(name.as_str()))
-            .map(|handle| {
-                let reason = Table::gate_reason(handle).unwrap_or_else(|| {
-                    self.sampled
-                        .get(handle.id())
-                        .and_then(|s| s.demoted)
-                        .unwrap_or(Reason::Healthy)
-                });
-                (handle.clone(), reason)
-            })
-            .collect();
+    fn rank(&mut self, route: &Route, now: Instant) -> Vec<(ProviderHandle, Reason)> {
+        let mut order: Vec<(ProviderHandle, Reason)> = Vec::with_capacity(route.providers.len());
+        for name in &route.providers {
+            let Some(handle) = self.providers.get(name.as_str()) else {
+                continue;
+            };
+            let sampled = self.sampled.entry(handle.id().clone()).or_default();
+            let headroom = handle.shared.headroom.ratio(now);
+            sampled.low_headroom = match headroom {
+                Some(ratio) if ratio < LOW_HEADROOM => true,
+                Some(ratio) if ratio >= HEADROOM_RECOVERED => false,
+                Some(_) => sampled.low_headroom,
+                None => false,
+            };
+            let reason = Table::gate_reason(handle).unwrap_or_else(|| match headroom {
+                Some(ratio) if sampled.low_headroom => Reason::LowHeadroom { ratio },
+                _ => sampled.demoted.unwrap_or(Reason::Healthy),
+            });
+            order.push((handle.clone(), reason));
+        }
         order.sort_by_key(|(_, reason)| reason.is_demoted());
         order
     }

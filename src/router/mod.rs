@@ -20,6 +20,11 @@
 //!   without enough calls to tell. A partial outage (every other call failing) that never
 //!   trips a consecutive-failure breaker still moves traffic away.
 //!
+//! - A closed provider whose tightest rate-limit quota (from its last response's headers,
+//!   see `ProviderHandle::record_headroom`) has less than [`LOW_HEADROOM`] left is ranked
+//!   behind the others too, until [`HEADROOM_RECOVERED`] is left: traffic moves away before
+//!   the provider answers 429. A quota with nothing left opens the circuit until its reset.
+//!
 //! The router re-ranks when a provider's circuit changes (provider actors tell it every
 //! transition) and on a timer (every second by default) that samples the providers and
 //! resyncs from their gates.
@@ -45,7 +50,10 @@ pub(crate) use actor::{
     run_resampler, AddProvider, Reload, RemoveProvider, RemoveRoute, RouterActor, RouterCtx,
     Snapshot, UpsertRoute,
 };
-pub use actor::{DEMOTE_AT_PERCENT, DEMOTION_MIN_CALLS, DEMOTION_WINDOW, PROMOTE_AT_PERCENT};
+pub use actor::{
+    DEMOTE_AT_PERCENT, DEMOTION_MIN_CALLS, DEMOTION_WINDOW, HEADROOM_RECOVERED, LOW_HEADROOM,
+    PROMOTE_AT_PERCENT,
+};
 pub use attempt::{Attempt, AttemptOutcome, Attempts, Routed};
 pub(crate) use failover::{run, Attempter, Calls};
 pub use status::{RouteMember, RouteStatus, RouterStatus};
