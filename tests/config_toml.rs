@@ -1,4 +1,5 @@
 //! Loading and rendering configurations as TOML, through the public API.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 

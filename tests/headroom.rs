@@ -283,11 +283,36 @@ async fn a_draining_mock_quota_shows_in_status_and_reaches_zero_at_the_scripted_
         .and_then(|h| h.exhausted_for())
         .unwrap();
     assert!(cell_until > Duration::from_secs(3500), "{cell_until:?}");
-    // The next request gets the quota's 429 (with Retry-After and the same headers).
+    // So its circuit opens until then (the provider's actor decides on the notice), and the
+    // next call is turned away without reaching the provider: no 429 collected.
+    for _ in 0..100 {
+        if status().state == fusebox::CircuitState::Open {
+            break;
+        }
+        tokio::time::sleep(10 * MS).await;
+    }
     let error = chat(&fuse, &mock, &client).await.unwrap_err();
-    let CallError::Inner(error) = error else {
-        panic!("{error:?}")
-    };
+    assert!(
+        matches!(error, CallError::Open { retry_after, .. } if retry_after > Duration::from_secs(3500)),
+        "{error:?}"
+    );
+    let stats = mock.stats();
+    assert_eq!(
+        (stats.requests, stats.ok, stats.errors_with(429)),
+        (3, 3, 0)
+    );
+
+    // A request sent anyway gets the quota's 429, with Retry-After and the same headers.
+    let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+    let response = client
+        .post(mock.openai_url())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let headroom = http::headroom(response.headers()).unwrap();
+    assert_eq!(headroom.requests.unwrap().remaining, 0);
+    let error = http::check(response).await.unwrap_err();
     assert_eq!(error.status(), Some(429));
     assert!(matches!(
         fusebox::Classify::verdict(&error),
@@ -303,7 +328,6 @@ async fn a_draining_mock_quota_shows_in_status_and_reaches_zero_at_the_scripted_
         ),
         (4, 3, 1, 1)
     );
-    assert_eq!(status().headroom.unwrap().requests.unwrap().remaining, 0);
 }
 
 #[tokio::test]

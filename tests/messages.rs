@@ -109,8 +109,7 @@ fn route_errors_count_distinct_providers() {
             open("secondary", 1_996),
             open("primary", 2_000),
             open("secondary", 0),
-        ]
-        .into(),
+        ],
     };
     assert_eq!(error.attempts().len(), 4);
     assert_eq!(
@@ -124,8 +123,7 @@ fn route_errors_count_distinct_providers() {
         attempts: vec![
             attempt("primary", AttemptOutcome::SkippedIsolated),
             attempt("primary", AttemptOutcome::SkippedIsolated),
-        ]
-        .into(),
+        ],
     };
     assert_eq!(error.to_string(), "provider `primary` unavailable");
 }
@@ -141,8 +139,7 @@ fn exhausted_routes_carry_the_last_providers_hint() {
         attempts: vec![
             failed("primary", Verdict::Failure),
             failed("secondary", limited),
-        ]
-        .into(),
+        ],
     };
     assert_eq!(error.retry_after(), Some(Duration::from_secs(20)));
     assert_eq!(
@@ -158,7 +155,7 @@ fn exhausted_routes_carry_the_last_providers_hint() {
             failure_count: 5,
             state: CircuitState::Open,
         },
-        attempts: vec![failed("primary", Verdict::Failure)].into(),
+        attempts: vec![failed("primary", Verdict::Failure)],
     };
     assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
     assert_eq!(
@@ -172,8 +169,7 @@ fn exhausted_routes_carry_the_last_providers_hint() {
         attempts: vec![
             failed("primary", limited),
             failed("secondary", Verdict::Failure),
-        ]
-        .into(),
+        ],
     };
     assert_eq!(error.retry_after(), None);
 }
@@ -182,7 +178,7 @@ fn exhausted_routes_carry_the_last_providers_hint() {
 fn other_route_errors() {
     let error: RouteError<&str> = RouteError::DeadlineExceeded {
         deadline: Duration::from_micros(2_000_700),
-        attempts: vec![attempt("primary", AttemptOutcome::DeadlineExceeded)].into(),
+        attempts: vec![attempt("primary", AttemptOutcome::DeadlineExceeded)],
     };
     assert_eq!(
         error.to_string(),
@@ -190,7 +186,7 @@ fn other_route_errors() {
     );
     let error: RouteError<&str> = RouteError::NotRetryable {
         error: "HTTP 400: context too long",
-        attempts: Vec::new().into(),
+        attempts: Vec::new(),
     };
     assert_eq!(
         error.to_string(),

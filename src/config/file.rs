@@ -399,9 +399,9 @@ impl Lines {
                     Some(noted) => {
                         let error = ConfigError::InvalidValue {
                             scope: scope.clone(),
-                            field: *field,
+                            field,
                             value: noted.written.clone(),
-                            reason: *reason,
+                            reason,
                         };
                         return ConfigError::At {
                             line: noted.line,

@@ -110,6 +110,7 @@ async fn apply(call: Call, fault: Option<FaultKind>, request: Result<Request, St
     let Some(fault) = fault else {
         return call.answer(request).await;
     };
+    let n = call.n;
     match fault {
         FaultKind::Status(status) => {
             let status = if (400..=599).contains(&status) {
@@ -168,7 +169,9 @@ async fn apply(call: Call, fault: Option<FaultKind>, request: Result<Request, St
                 call.error(error.status(), &message)
             }
         },
-        FaultKind::Flap if call.n % 2 == 0 => call.error(503, "Service Unavailable (mock fault)"),
+        FaultKind::Flap if n.is_multiple_of(2) => {
+            call.error(503, "Service Unavailable (mock fault)")
+        }
         FaultKind::Flap => call.answer(request).await,
     }
 }
