@@ -80,7 +80,8 @@ pub async fn send(request: reqwest::RequestBuilder) -> Result<reqwest::Response,
 /// The call is admitted by the provider's circuit and bulkhead first (an open circuit
 /// rejects it without sending anything), runs under the provider's call timeout (sending,
 /// and reading at most [`MAX_ERROR_BODY`](super::MAX_ERROR_BODY) bytes of an error body), and
-/// counts as the response's verdict: one HTTP request is one call. A 429's `Retry-After`
+/// counts as the response's verdict: one HTTP request is one call. Its rate-limit headers
+/// (OpenAI's and Anthropic's) are recorded as the provider's headroom. A 429's `Retry-After`
 /// opens the circuit for at least the hint, which the next call's [`CallError::Open`]
 /// carries as `retry_after`.
 ///
@@ -115,7 +116,14 @@ pub async fn send_via(
     provider: &ProviderHandle,
     request: reqwest::RequestBuilder,
 ) -> Result<reqwest::Response, CallError<HttpError>> {
-    provider.call(|| send(request)).await
+    provider
+        .call(|| async {
+            let response = request.send().await?;
+            // Every response's rate-limit headers, success or error, feed the headroom.
+            super::record_headroom(provider, response.headers());
+            check(response).await
+        })
+        .await
 }
 
 impl HttpError {

@@ -69,6 +69,8 @@ pub(crate) struct CircuitChanged {
     /// The outcome epoch after the change (monotonic per provider).
     pub(crate) epoch: u64,
     pub(crate) state: CircuitState,
+    /// A headroom notice rather than a transition: re-rank whatever the epoch.
+    pub(crate) headroom: bool,
 }
 
 /// The actor deciding one provider's circuit. Its state lives in [`Shared`], so recovering
@@ -288,17 +290,35 @@ pub(crate) enum Control {
     Reset(oneshot::Sender<()>),
 }
 
-/// The provider's own rate-limit headers said a quota is used up until `until`.
+/// The provider's own rate-limit headers crossed a line: a quota is used up until
+/// `exhausted_until`, or its headroom fell low enough for the router to re-rank now rather
+/// than at its next sample.
 #[derive(Debug)]
-pub(crate) struct QuotaExhausted {
-    pub(crate) until: Instant,
+pub(crate) struct HeadroomNotice {
+    pub(crate) exhausted_until: Option<Instant>,
 }
 
-impl Message<QuotaExhausted> for ProviderActor {
+impl Message<HeadroomNotice> for ProviderActor {
     type Reply = ();
 
-    async fn handle(&mut self, msg: QuotaExhausted, _: &mut Context<Self, Self::Reply>) {
-        self.decide(|core, now| core.breaker.quota_exhausted(msg.until, now));
+    async fn handle(&mut self, msg: HeadroomNotice, _: &mut Context<Self, Self::Reply>) {
+        let transition = match msg.exhausted_until {
+            Some(until) => self.decide(|core, now| core.breaker.quota_exhausted(until, now)),
+            None => None,
+        };
+        // A transition has told the router already.
+        if let (None, Some(router)) = (transition, &self.ctx.router) {
+            let shared = &self.ctx.shared;
+            let gate = shared.gate();
+            let _ = router
+                .tell(CircuitChanged {
+                    provider: shared.id.clone(),
+                    epoch: gate.epoch,
+                    state: gate.state,
+                    headroom: true,
+                })
+                .try_send();
+        }
     }
 }
 
@@ -343,6 +363,7 @@ impl ProviderActor {
                         provider: shared.id.clone(),
                         epoch: shared.gate().epoch,
                         state: t.to,
+                        headroom: false,
                     })
                     .try_send();
             }

@@ -12,7 +12,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::actor::{Admit, Control, Delivery, ProviderActor, QuotaExhausted, TrialPermit};
+use super::actor::{Admit, Control, Delivery, HeadroomNotice, ProviderActor, TrialPermit};
 use super::counters::Count;
 use super::shared::{Closing, Shared};
 use super::status::ProviderStatus;
@@ -219,9 +219,19 @@ impl ProviderHandle {
     pub fn record_headroom(&self, headroom: crate::headroom::Headroom) {
         let now = Instant::now();
         let cell = &self.shared.headroom;
+        let before = cell.ratio(now);
         cell.record(headroom, now);
-        if let Some(until) = cell.exhausted_until(now) {
-            let _ = self.actor.tell(QuotaExhausted { until }).try_send();
+        let exhausted_until = cell.exhausted_until(now);
+        // Crossing the router's line, either way, re-ranks now (not at the next sample).
+        let low = |r: Option<f64>| r.is_some_and(|r| r < crate::router::LOW_HEADROOM);
+        let recovered = |r: Option<f64>| r.is_none_or(|r| r >= crate::router::HEADROOM_RECOVERED);
+        let after = cell.ratio(now);
+        let crossed = (low(after) && !low(before)) || (recovered(after) && !recovered(before));
+        if exhausted_until.is_some() || crossed {
+            let _ = self
+                .actor
+                .tell(HeadroomNotice { exhausted_until })
+                .try_send();
         }
     }
 

@@ -187,6 +187,12 @@ impl Shared {
             let old = previous.core();
             let mut core = shared.core();
             core.breaker.carry_over(&old.breaker);
+            if let (Some(headroom), Some(at)) = (
+                previous.headroom.snapshot(),
+                previous.headroom.recorded_at(),
+            ) {
+                shared.headroom.record(headroom, at);
+            }
             if let Some(t) = core.thresholds {
                 core.breaker.set_thresholds(t.failures, t.open_for);
             }

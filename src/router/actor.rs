@@ -314,10 +314,10 @@ impl Message<CircuitChanged> for RouterActor {
 
     async fn handle(&mut self, msg: CircuitChanged, _: &mut Context<Self, ()>) {
         self.counted();
-        if !self.note(&msg.provider, msg.epoch) {
+        if !self.note(&msg.provider, msg.epoch) && !msg.headroom {
             return;
         }
-        if matches!(msg.state, crate::CircuitState::Closed) {
+        if !msg.headroom && matches!(msg.state, crate::CircuitState::Closed) {
             // A provider that just recovered starts with a clean slate.
             if let Some(s) = self.sampled.get_mut(&msg.provider) {
                 s.window.clear();
