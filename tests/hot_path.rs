@@ -141,7 +141,7 @@ fn rejections_and_routed_calls_allocate_nothing() {
     let _entered = rt.enter();
     let open = fuse.provider("open").expect("provider");
 
-    let mut measure = |what: &str, call: &mut dyn FnMut()| {
+    let measure = |what: &str, call: &mut dyn FnMut()| {
         call();
         let counted = allocation_counter::measure(|| {
             for _ in 0..CALLS {
