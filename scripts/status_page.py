@@ -283,7 +283,8 @@ def main():
 
         if args.screenshot:
             time.sleep(args.settle)
-            height = min(760, int(browser.evaluate("document.documentElement.scrollHeight") or 760))
+            bottom = browser.evaluate("document.querySelector('main').getBoundingClientRect().bottom")
+            height = min(760, int(bottom or 760) + 4)
             clip = {"x": 0, "y": 0, "width": 1200, "height": height, "scale": 1}
             shot = browser.call("Page.captureScreenshot", format="png", clip=clip)
             with open(args.screenshot, "wb") as out:

@@ -701,3 +701,50 @@ async fn the_status_page_is_one_self_contained_document() {
     // Values are inserted as text, never as markup.
     assert!(!page.contains("innerHTML"));
 }
+
+#[tokio::test]
+async fn routes_show_the_published_order_and_reload_applies_a_toml_body() {
+    let _ = prometheus();
+    let fuse = Supervisor::builder()
+        .metrics_interval(None)
+        .provider(Provider::new("routes-a").breaker(Breaker::consecutive(1).open_for(OPEN_FOR)))
+        .provider(Provider::new("routes-b"))
+        .route(fusebox::Route::new("chat").providers(["routes-a", "routes-b"]))
+        .build()
+        .await
+        .unwrap();
+    let ops = Ops::start(OpsServer::new(fuse.clone()).admin_token(TOKEN)).await;
+    fail(&fuse, "routes-a").await;
+    fuse.resync_routes().await;
+    let (status, body) = ops.get("/routes").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body[0]["route"], "chat");
+    assert_eq!(body[0]["policy"], "priority");
+    assert_eq!(body[0]["order"][0]["provider"], "routes-a");
+    assert_eq!(body[0]["order"][0]["reason"], "open");
+    assert_eq!(body[0]["order"][1]["reason"], "healthy");
+
+    let toml = "[[providers]]\nname = \"routes-b\"\n[[routes]]\nname = \"chat\"\nproviders = [\"routes-b\"]\n";
+    let post = |auth: Option<&'static str>, body: &'static str| {
+        let mut request = ops.client.post(ops.url("/reload")).body(body);
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        request.send()
+    };
+    assert_eq!(
+        post(None, toml).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let bad = post(Some("Bearer s3cret"), "[[providers]]\nname = 3\n")
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let bad: Value = bad.json().await.unwrap();
+    assert!(bad["error"].as_str().unwrap().contains("line 2"), "{bad}");
+    assert_eq!(fuse.status().len(), 2, "a bad body changes nothing");
+    let ok = post(Some("Bearer s3cret"), toml).await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(fuse.status().len(), 1);
+    assert_eq!(fuse.route_status("chat").unwrap().providers(), ["routes-b"]);
+}

@@ -62,6 +62,49 @@ impl RouteStatus {
     }
 }
 
+fn policy_name(policy: Policy) -> &'static str {
+    match policy {
+        Policy::LeastLoaded => "least_loaded",
+        Policy::LowestLatency => "lowest_latency",
+        _ => "priority",
+    }
+}
+
+/// Serialises as `{"route", "policy", "order": [{"provider", "state", "reason", ...}],
+/// "order_changes"}`, the `/routes` document of the ops endpoint.
+impl serde::Serialize for RouteStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("RouteStatus", 4)?;
+        s.serialize_field("route", &self.route)?;
+        s.serialize_field("policy", policy_name(self.policy))?;
+        s.serialize_field("order", &self.order)?;
+        s.serialize_field("order_changes", &self.order_changes)?;
+        s.end()
+    }
+}
+
+impl serde::Serialize for RouteMember {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = serializer.serialize_map(None)?;
+        m.serialize_entry("provider", self.provider.as_str())?;
+        m.serialize_entry("state", self.state.as_str())?;
+        match self.reason {
+            Reason::Demoted { failure_rate } => {
+                m.serialize_entry("reason", "demoted")?;
+                m.serialize_entry("failure_rate", &failure_rate)?;
+            }
+            Reason::LowHeadroom { ratio } => {
+                m.serialize_entry("reason", "low_headroom")?;
+                m.serialize_entry("headroom_ratio", &ratio)?;
+            }
+            other => m.serialize_entry("reason", other.as_str())?,
+        }
+        m.end()
+    }
+}
+
 /// The router actor's own status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -10,8 +10,7 @@ use crate::config::{Config, Route};
 use crate::{ProviderHandle, ProviderId};
 
 /// Why a member of a route stands where it does in the route's order.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-#[serde(tag = "reason", rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub enum Reason {
     /// Closed and healthy: in its configured place.
@@ -39,6 +38,20 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// A stable snake-case name: `healthy`, `trial`, `demoted`, `low_headroom`, `open`,
+    /// `isolated`, `stopped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Healthy => "healthy",
+            Reason::Trial => "trial",
+            Reason::Demoted { .. } => "demoted",
+            Reason::LowHeadroom { .. } => "low_headroom",
+            Reason::Open => "open",
+            Reason::Isolated => "isolated",
+            Reason::Stopped => "stopped",
+        }
+    }
+
     /// Whether a member with this reason is ranked behind every member that is not.
     pub(crate) fn is_demoted(self) -> bool {
         matches!(self, Reason::Demoted { .. } | Reason::LowHeadroom { .. })

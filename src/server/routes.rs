@@ -51,11 +51,13 @@ pub(super) fn router(state: AppState) -> Router {
         .route("/health/live", get(live))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/routes", get(routes))
         .route("/events", get(events));
     if state.admin_token.is_some() {
         router = router
             .route("/providers/{name}/isolate", post(isolate))
-            .route("/providers/{name}/reset", post(reset));
+            .route("/providers/{name}/reset", post(reset))
+            .route("/reload", post(reload));
     }
     router
         .fallback(not_found)
@@ -129,6 +131,53 @@ async fn health(State(s): State<AppState>) -> Response {
 /// Liveness: 200 whenever the process answers, whatever its providers' state.
 async fn live() -> Response {
     ok_json(StatusCode::OK, json!({ "live": true }))
+}
+
+/// Every route's current order, as the router actor last published it.
+async fn routes(State(s): State<AppState>) -> Response {
+    ok_json(StatusCode::OK, s.fuse.routes())
+}
+
+/// Applies a TOML configuration (the body) with `Supervisor::reload`: 200 with the new
+/// status, or 400 naming the problem (nothing changes then).
+async fn reload(_: Admin, State(s): State<AppState>, body: TomlBody) -> Response {
+    match s.fuse.reload_toml_str(&body.0).await {
+        Ok(()) => {
+            tracing::info!("configuration reloaded through the ops endpoint");
+            ok_json(
+                StatusCode::OK,
+                json!({ "reloaded": true, "providers": s.fuse.status() }),
+            )
+        }
+        Err(error) => {
+            let mut body = json!({ "error": error.to_string() });
+            if let Some(field) = error.field() {
+                body["field"] = json!(field);
+            }
+            ok_json(StatusCode::BAD_REQUEST, body)
+        }
+    }
+}
+
+/// A UTF-8 request body read within [`BODY_LIMIT`] bytes and [`BODY_READ_TIMEOUT`].
+#[derive(Debug)]
+struct TomlBody(String);
+
+impl<S: Send + Sync> FromRequest<S> for TomlBody {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        match tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(req, state)).await {
+            Ok(Ok(bytes)) => String::from_utf8(bytes.to_vec())
+                .map(TomlBody)
+                .map_err(|_| error(StatusCode::BAD_REQUEST, "the body is not UTF-8")),
+            Ok(Err(rejection)) => Err(error(rejection.status(), rejection.body_text())),
+            Err(_) => Err(error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time",
+            )),
+        }
+    }
 }
 
 async fn status(State(s): State<AppState>) -> Response {
