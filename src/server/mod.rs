@@ -30,6 +30,7 @@
 //! | `GET /health` | readiness: 200 when healthy, else 503: `{"healthy": true, "summary": "2/3 circuits healthy", "circuits": [{"provider": "openai", "state": "closed", "healthy": true, "failure_rate": 0.02}]}` ([`Health`](crate::Health)'s JSON) |
 //! | `GET /health/live` | liveness: 200 `{"live": true}` whenever the process serves |
 //! | `GET /status` | 200: an array, one object per provider in configured order (below) |
+//! | `GET /routes` | 200: an array, each route's order as the router last published it ([`RouteStatus`](crate::RouteStatus)'s JSON) |
 //! | `GET /metrics` | 200: the Prometheus text format, after publishing every provider's counters; 404 without [`OpsServer::prometheus`] |
 //! | `GET /events` | server-sent events (below) |
 //! | `POST /providers/{name}/isolate` | admin: isolates the provider; 200 with its status object |
@@ -56,9 +57,9 @@
 //! `GET /` is a live status page for on-call engineers: one self-contained HTML document (no
 //! CDN, no build step; a `Content-Security-Policy` keeps it from loading anything but this
 //! server's own routes) showing each provider's circuit, counts, metadata and rate-limit
-//! headroom, each route's order when the server answers `GET /routes`, and a live log of
-//! events fed by `/events`. A state change shows on the page as soon as its event arrives;
-//! the counts are re-read every two seconds. The page fetches `status`, `health`, `routes`
+//! headroom, each route's order (from `GET /routes`), and a live log of events fed by
+//! `/events`. A state change shows on the page as soon as its event arrives; the counts are
+//! re-read every two seconds. The page fetches `status`, `health`, `routes`
 //! and `events` relative to itself: mount [`OpsServer::router`] at the root of its host, or
 //! nest it under a path ending in `/`.
 //!
