@@ -259,3 +259,42 @@ async fn a_subscriber_can_forward_events_as_json_lines() {
     let back: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(back["message"], event.to_string());
 }
+
+#[tokio::test(start_paused = true)]
+async fn health_tells_the_recent_failure_rate_not_the_lifetime_one() {
+    let fuse = Supervisor::builder()
+        .provider(
+            Provider::new("a").breaker(
+                Breaker::consecutive(3)
+                    .open_for(Duration::from_secs(30))
+                    .jitter(0.0),
+            ),
+        )
+        .metrics_interval(None)
+        .build()
+        .await
+        .unwrap();
+    for _ in 0..300 {
+        let _: Result<(), CallError<Verdict>> = fuse.call("a", || async { Ok(()) }).await;
+    }
+    // A minute later the provider goes fully down.
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    for _ in 0..3 {
+        fail(&fuse, "a").await;
+    }
+    let status = &fuse.status()[0];
+    assert_eq!(status.state, CircuitState::Open);
+    assert!(
+        status.failure_rate < 0.01,
+        "lifetime: {}",
+        status.failure_rate
+    );
+    assert_eq!(status.recent_failure_rate, Some(1.0));
+    assert_eq!(fuse.health().circuits[0].failure_rate, 1.0);
+    // Its trials keep failing: still 1, however long the outage.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        fail(&fuse, "a").await;
+    }
+    assert_eq!(fuse.health().circuits[0].failure_rate, 1.0);
+}

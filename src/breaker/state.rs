@@ -13,6 +13,10 @@ use crate::classify::Verdict;
 use crate::config::{Breaker, Scope};
 use crate::error::ConfigError;
 
+/// The window [`State::recent_failure_rate`] is measured over for a breaker without a rate
+/// condition: the last minute.
+const OBSERVED_WINDOW: Duration = Duration::from_secs(60);
+
 /// How many transitions [`State::history`] keeps.
 pub const HISTORY_LEN: usize = 32;
 
@@ -348,8 +352,14 @@ impl State {
     /// As [`new`](Self::new).
     pub fn with_seed(config: &Breaker, now: Instant, seed: u64) -> Result<Self, ConfigError> {
         config.validate(&Scope::Provider(String::new()))?;
-        let window = (config.failure_rate.is_some() || config.slow_call.is_some())
-            .then(|| RateWindow::new(config.window, now));
+        // Without a rate condition the window only observes (for the recent failure rate):
+        // the last minute. Nothing trips on it, since no rate threshold is set.
+        let observed = if config.failure_rate.is_some() || config.slow_call.is_some() {
+            config.window
+        } else {
+            crate::config::Window::Time(OBSERVED_WINDOW)
+        };
+        let window = Some(RateWindow::new(observed, now));
         Ok(State {
             phase: Phase::Closed,
             generation: 0,
@@ -421,6 +431,15 @@ impl State {
     /// The lifetime counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Counted failures over counted calls (successes and failures, half-open trials
+    /// included) in the breaker's window: its rate window, or the last minute when it has
+    /// no rate condition. The window starts afresh when the
+    /// circuit closes. `None` without calls in it.
+    pub fn recent_failure_rate(&mut self, now: Instant) -> Option<f64> {
+        let totals = self.window.as_mut()?.totals(now);
+        (totals.calls > 0).then(|| totals.failures as f64 / totals.calls as f64)
     }
 
     /// The latest transitions, oldest first (at most [`HISTORY_LEN`]).
@@ -766,6 +785,11 @@ impl State {
         sample: Sample,
         now: Instant,
     ) -> Option<Transition> {
+        // A trial's outcome is recent evidence too (the window is cleared when the circuit
+        // closes, so it never trips a closed circuit).
+        if let Some(window) = &mut self.window {
+            window.record(sample, now);
+        }
         if verdict == Verdict::Isolate {
             return Some(self.transition(Phase::Isolated, Cause::IsolatingVerdict, now));
         }

@@ -98,6 +98,10 @@ pub struct ProviderStatus {
     /// Failed calls over finished, counted calls (`failed / (successful + failed)`); 0 when
     /// there were none.
     pub failure_rate: f64,
+    /// Failed calls over finished, counted calls recently: over the breaker's failure-rate
+    /// window, or the last minute when it has none, half-open trials included, since the
+    /// circuit last closed. `None` without such calls. (`failure_rate` is the lifetime rate.)
+    pub recent_failure_rate: Option<f64>,
     /// When the last counted failure was reported.
     #[serde(
         rename = "last_failure_seconds_ago",
@@ -168,6 +172,7 @@ impl ProviderStatus {
             request_rate,
             tier,
             failure_rate: 0.0,
+            recent_failure_rate: core.breaker.recent_failure_rate(now),
             last_failure: s.last_failure,
             actor_messages: core.decisions,
             headroom: shared.headroom.current(now),

@@ -39,7 +39,10 @@ pub struct CircuitHealth {
     /// Whether it serves calls: closed or half-open, with its actor running (open and
     /// isolated circuits do not, nor does a provider whose actor is gone).
     pub healthy: bool,
-    /// Its lifetime failure rate (`failed / (successful + failed)`).
+    /// Its recent failure rate: failed over counted calls in its breaker's failure-rate
+    /// window, or in the last minute when it has none, half-open trials included, since
+    /// the circuit last closed ([`ProviderStatus::recent_failure_rate`]); 0 without such
+    /// calls. A provider failing every call now shows 1, however long it served before.
     pub failure_rate: f64,
 }
 
@@ -52,7 +55,7 @@ impl Health {
                 state: s.state,
                 healthy: s.alive
                     && matches!(s.state, CircuitState::Closed | CircuitState::HalfOpen),
-                failure_rate: s.failure_rate,
+                failure_rate: s.recent_failure_rate.unwrap_or(0.0),
             })
             .collect();
         let up = circuits.iter().filter(|c| c.healthy).count();
