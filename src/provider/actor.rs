@@ -14,7 +14,7 @@
 //! Only the message being handled is lost; a report among them is sent once more by its
 //! [`Delivery`], the one place that works around a lost message. Past [`PANIC_LIMIT`] panics
 //! within [`PANIC_WINDOW`] (a sliding window on the tokio clock, unlike kameo's restart
-//! limit, which resets only after a quiet gap and reads `std::time::Instant`) the actor
+//! limit, which resets only after a quiet gap and reads the system monotonic clock) the actor
 //! stops for good: that provider refuses calls, and nothing else stops with it. What kameo
 //! itself does with queued messages is pinned by `tests/kameo_panic.rs`; messages sent
 //! before an actor finished starting can be dropped by a panic, so the supervisor waits for
