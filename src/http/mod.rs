@@ -222,6 +222,9 @@ pub enum HttpError {
         /// The back-off hint of the `Retry-After-Ms` or `Retry-After` header, whatever the
         /// status (a 503 may carry one too).
         retry_after: Option<Duration>,
+        /// The class of error the body names (a context window exceeded, a content policy
+        /// refusal), for the fallbacks that depend on it.
+        class: crate::ErrorClass,
     },
     /// The request failed (connect, timeout, body...).
     Transport(reqwest::Error),
@@ -234,6 +237,20 @@ impl Classify for HttpError {
         match self {
             HttpError::Status { verdict, .. } => *verdict,
             HttpError::Transport(error) => error.verdict(),
+        }
+    }
+
+    fn error_class(&self) -> crate::ErrorClass {
+        match self {
+            HttpError::Status { class, .. } => *class,
+            HttpError::Transport(_) => crate::ErrorClass::Other,
+        }
+    }
+
+    fn backoff_hint(&self) -> Option<Duration> {
+        match self {
+            HttpError::Status { retry_after, .. } => *retry_after,
+            HttpError::Transport(_) => None,
         }
     }
 }
@@ -304,6 +321,7 @@ pub async fn check(response: reqwest::Response) -> Result<reqwest::Response, Htt
     Err(HttpError::Status {
         status,
         verdict: parsed.refine(status_verdict(status, retry_after), retry_after),
+        class: parsed.class(),
         message: parsed.message,
         retry_after,
     })

@@ -104,6 +104,10 @@ pub(crate) struct Shared {
     latency: AtomicU64,
     /// The provider's latest rate-limit headroom (`ProviderHandle::record_headroom`).
     pub(crate) headroom: crate::headroom::HeadroomCell,
+    /// Its request and token budgets, if configured.
+    pub(crate) budget: Option<crate::budget::Limiter>,
+    /// Its retry budget, if it retries.
+    pub(crate) retry: Option<crate::budget::RetryState>,
 }
 
 fn encode(state: CircuitState, epoch: u64) -> u64 {
@@ -168,6 +172,13 @@ impl Shared {
             taken_successes: AtomicU64::new(0),
             latency_wanted: AtomicBool::new(false),
             headroom: crate::headroom::HeadroomCell::new(),
+            budget: config
+                .budget
+                .as_ref()
+                .map(|b| crate::budget::Limiter::new(b, now)),
+            retry: config
+                .retry
+                .map(|r| crate::budget::RetryState::new(r, seed, now)),
             #[cfg(feature = "testing")]
             poison_reports: AtomicBool::new(false),
             config,
