@@ -153,11 +153,21 @@ impl Budget {
             ));
         }
         if self.requests == Some(0) {
-            return Err(ConfigError::invalid(scope, "budget.requests", 0, "must be at least 1"));
+            return Err(ConfigError::invalid(
+                scope,
+                "budget.requests",
+                0,
+                "must be at least 1",
+            ));
         }
         match self.tokens {
             Some(0) => {
-                return Err(ConfigError::invalid(scope, "budget.tokens", 0, "must be at least 1"))
+                return Err(ConfigError::invalid(
+                    scope,
+                    "budget.tokens",
+                    0,
+                    "must be at least 1",
+                ))
             }
             Some(m) if m > u64::from(u32::MAX) => {
                 return Err(ConfigError::invalid(
@@ -209,6 +219,16 @@ type Requests = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<
 pub(crate) struct OverBudget {
     /// When the budget has room for the same call again.
     pub(crate) retry_after: Duration,
+}
+
+impl OverBudget {
+    /// The error of a direct call to `provider` turned away.
+    pub(crate) fn into_error<E>(self, provider: &crate::ProviderId) -> crate::CallError<E> {
+        crate::CallError::OverBudget {
+            provider: provider.clone(),
+            retry_after: self.retry_after,
+        }
+    }
 }
 
 /// The budgets of one provider, shared by all its callers. Lock-free: each admission is a
@@ -409,10 +429,7 @@ impl Tokens {
                     retry_after: Duration::from_nanos(next - horizon),
                 });
             }
-            match self
-                .tat
-                .compare_exchange_weak(tat, next, Relaxed, Relaxed)
-            {
+            match self.tat.compare_exchange_weak(tat, next, Relaxed, Relaxed) {
                 Ok(_) => return Ok(tokens),
                 Err(seen) => tat = seen,
             }
@@ -432,8 +449,8 @@ impl Tokens {
                 .fetch_add(self.cost(used - reserved, limit), Relaxed);
         } else {
             // Rounded down, so that a refund never gives back more than was taken.
-            let refund = u128::from(reserved - used) * u128::from(self.period)
-                / u128::from(limit.max(1));
+            let refund =
+                u128::from(reserved - used) * u128::from(self.period) / u128::from(limit.max(1));
             let refund = u64::try_from(refund).unwrap_or(u64::MAX);
             let _ = self
                 .tat

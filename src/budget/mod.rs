@@ -15,7 +15,7 @@ mod retry;
 pub use limits::{Budget, BudgetStatus, DEFAULT_ESTIMATE};
 pub(crate) use limits::{Limiter, OverBudget, Reservation};
 pub use retry::Retry;
-pub(crate) use retry::{NoRetry, RetryState};
+pub(crate) use retry::RetryState;
 
 /// A provider's answer with the tokens it used, returned by the operation of a metered call
 /// (`Supervisor::call_metered`, `Supervisor::route_metered`), so the provider's token

@@ -240,15 +240,6 @@ pub(crate) struct RetryState {
     pub(crate) exhausted: AtomicU64,
 }
 
-/// Why a failed attempt is not retried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum NoRetry {
-    /// Not a retryable outcome, or its attempts are used up, or its wait is too long.
-    Policy,
-    /// The retry budget is spent.
-    Budget,
-}
-
 impl RetryState {
     pub(crate) fn new(config: Retry, seed: u64, now: Instant) -> Self {
         let window = u64::try_from(config.window.as_nanos()).unwrap_or(u64::MAX);
@@ -284,7 +275,10 @@ impl RetryState {
     }
 
     fn sum(words: &[AtomicU64; SLOTS], slot: u64) -> u64 {
-        words.iter().map(|w| Self::live(w.load(Relaxed), slot)).sum()
+        words
+            .iter()
+            .map(|w| Self::live(w.load(Relaxed), slot))
+            .sum()
     }
 
     /// Adds one to `slot` in `words`, unless `allow(current count)` says no.
@@ -383,6 +377,33 @@ impl RetryState {
                 verdict,
                 crate::Verdict::Failure | crate::Verdict::RateLimited { .. }
             )
+    }
+
+    /// Decides a retry of a call whose attempt number `tries` failed with `verdict`
+    /// (`Failure` for a timeout), the provider having asked to wait `hint`: the pause
+    /// before it, with one retry taken from the budget; `None` for no retry.
+    ///
+    /// No retry when the verdict is not retryable or the attempts are used up, when the
+    /// hint is longer than the back-off cap (the caller is better served elsewhere), when
+    /// the circuit does not admit calls (`admits` false: never on an open circuit), when
+    /// the pause would reach `deadline`, or when the budget is spent.
+    pub(crate) fn next_pause(
+        &self,
+        tries: u32,
+        verdict: crate::Verdict,
+        hint: Option<Duration>,
+        admits: bool,
+        deadline: Option<Instant>,
+    ) -> Option<Duration> {
+        if !admits || !self.retryable(tries, verdict) || hint.is_some_and(|h| h > self.config.cap) {
+            return None;
+        }
+        let now = Instant::now();
+        let pause = self.pause(tries, hint);
+        if deadline.is_some_and(|d| now + pause >= d) {
+            return None;
+        }
+        self.withdraw(now).then_some(pause)
     }
 }
 

@@ -250,7 +250,12 @@ impl Provider {
             retry.validate(&scope)?;
         }
         if self.max_context == Some(0) {
-            return Err(ConfigError::invalid(&scope, "max_context", 0, "must be at least 1"));
+            return Err(ConfigError::invalid(
+                &scope,
+                "max_context",
+                0,
+                "must be at least 1",
+            ));
         }
         Ok(())
     }

@@ -102,9 +102,19 @@ impl ErrorBody {
         }
         // Anthropic says it in the message of an `invalid_request_error`: "prompt is too
         // long: 210000 tokens > 200000 maximum"; OpenAI-compatible servers often too.
-        let message = self.message.as_deref().unwrap_or_default().to_ascii_lowercase();
-        let context = ["prompt is too long", "context length", "context window", "maximum context"];
-        if self.kind.as_deref() == Some(CATCH_ALL_TYPE) && context.iter().any(|c| message.contains(c))
+        let message = self
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let context = [
+            "prompt is too long",
+            "context length",
+            "context window",
+            "maximum context",
+        ];
+        if self.kind.as_deref() == Some(CATCH_ALL_TYPE)
+            && context.iter().any(|c| message.contains(c))
         {
             return ErrorClass::ContextWindow;
         }
