@@ -437,6 +437,25 @@ mod tests {
         assert_eq!(state.exhausted.load(Relaxed), 3);
     }
 
+    #[test]
+    fn concurrent_withdrawals_never_pass_the_budget() {
+        let now = Instant::now();
+        let state = std::sync::Arc::new(RetryState::new(Retry::new().budget(0.2, 1), 3, now));
+        for _ in 0..1_000 {
+            state.deposit(now);
+        }
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let state = state.clone();
+                std::thread::spawn(move || (0..100).filter(|_| state.withdraw(now)).count())
+            })
+            .collect();
+        let took: usize = threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
+        // 20 % of 1,000 calls plus 1 a second over 10 s.
+        assert_eq!(took, 210);
+        assert_eq!(state.exhausted.load(Relaxed), 800 - 210);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn pauses_grow_to_the_cap_and_honour_hints() {
         let retry = Retry::new()
