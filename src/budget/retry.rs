@@ -1,21 +1,7 @@
 //! Same-provider retries: [`Retry`] (the setting) and [`RetryState`] (the retry budget and
 //! the jitter source one provider's callers share).
 //!
-//! # The retry budget
-//!
-//! Retries are bounded the way Finagle's `RetryBudget` and Envoy's retry budgets bound them:
-//! every call (its first attempt) deposits one unit, every retry withdraws one, and a retry
-//! is allowed only while the retries in the sliding window stay within
-//!
-//! ```text
-//! retries ≤ ⌊ratio × calls⌋ + min_per_second × window_seconds
-//! ```
-//!
-//! with `ratio` 0.2, `min_per_second` 10 and a 10-second window by default. So while a
-//! provider is down, retries can add at most 20 % to the load it receives (plus the small
-//! floor that lets a provider with little traffic retry at all), where three attempts per
-//! call would triple it. The window is ten slots of a tenth of it each, every slot one
-//! atomic word (its slot number and its count): deposits and withdrawals take no lock.
+//! The retry budget's rule and its lock-free window are described in [`crate::budget`].
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -32,7 +18,7 @@ use crate::error::{ConfigError, Scope};
 /// `Retry-After`). Never an [`Ignored`](crate::Verdict::Ignored) error (the caller's fault)
 /// nor an [`Isolate`](crate::Verdict::Isolate) one, never on an open circuit (a retry is
 /// admitted like any call, and a circuit that opened stops it), never past a route's
-/// deadline, and never beyond the retry budget (see the [module docs](self)).
+/// deadline, and never beyond the retry budget (see [the retry budget](crate::budget#the-retry-budget)).
 ///
 /// Set on a provider ([`Provider::retry`](crate::Provider::retry)) for its routed calls and
 /// `call_retrying`; on a route ([`Route::retry`](crate::Route::retry)) for every member of

@@ -483,7 +483,7 @@ where
                 return Step::Deadline;
             }
         };
-        drop(reserved);
+        // A failed attempt's reservation stands: it reported no usage.
         match retry::again(
             view,
             handle,
