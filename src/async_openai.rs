@@ -230,6 +230,25 @@ impl Classify for OpenAIError {
             OpenAIError::Boxed(error) => error_verdict(error.as_ref()),
         }
     }
+
+    /// The class of an error status (a context window exceeded, a content policy
+    /// refusal), from the clients built here or async-openai's own.
+    fn error_class(&self) -> crate::ErrorClass {
+        match self {
+            OpenAIError::ApiError(response) => {
+                let error = &response.api_error;
+                let body = serde_json::json!({"error": {
+                    "type": error.r#type, "code": error.code, "message": error.message,
+                }});
+                crate::http::body_class(&serde_json::to_vec(&body).unwrap_or_default())
+            }
+            _ => http_error(self).map_or(crate::ErrorClass::Other, HttpError::error_class),
+        }
+    }
+
+    fn backoff_hint(&self) -> Option<Duration> {
+        retry_after(self).or_else(|| self.verdict().retry_after())
+    }
 }
 
 fn api_error_verdict(response: &ApiErrorResponse) -> Verdict {

@@ -373,3 +373,30 @@ fn classification_of_async_openais_own_errors() {
     let other = OpenAIError::Boxed("something else".into());
     assert_eq!(other.verdict(), Verdict::Failure);
 }
+
+#[test]
+fn async_openai_errors_carry_their_class() {
+    use async_openai::error::{ApiError, ApiErrorResponse};
+    use fusebox::ErrorClass;
+    let api = |code: Option<&str>| {
+        OpenAIError::ApiError(ApiErrorResponse {
+            status_code: reqwest::StatusCode::BAD_REQUEST,
+            api_error: ApiError {
+                message: "boom".to_owned(),
+                r#type: Some("invalid_request_error".to_owned()),
+                param: None,
+                code: code.map(str::to_owned),
+                misalignment: None,
+            },
+        })
+    };
+    assert_eq!(
+        api(Some("context_length_exceeded")).error_class(),
+        ErrorClass::ContextWindow
+    );
+    assert_eq!(
+        api(Some("content_policy_violation")).error_class(),
+        ErrorClass::ContentPolicy
+    );
+    assert_eq!(api(None).error_class(), ErrorClass::Other);
+}

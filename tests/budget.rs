@@ -355,3 +355,61 @@ async fn concurrent_callers_never_exceed_the_request_budget() {
     assert_eq!(status.budget.unwrap().rejected, 1_600 - served);
     assert_eq!(status.in_flight, 0);
 }
+
+/// Settling from the response: the mock LLM's OpenAI and Anthropic bodies, read with
+/// `fusebox::http::usage`, over loopback.
+#[tokio::test]
+async fn usage_from_openai_and_anthropic_bodies_settles_the_budget() {
+    use fusebox::http::{self, HttpError};
+    use fusebox::testing::{FaultScript, MockLlm};
+
+    let mock = MockLlm::start(FaultScript::new()).await.unwrap();
+    let fuse = Supervisor::builder()
+        .provider(Provider::new("openai").budget(Budget::per_minute().tokens(100_000)))
+        .provider(Provider::new("anthropic").budget(Budget::per_minute().tokens(100_000)))
+        .build()
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    for (provider, url, body) in [
+        (
+            "openai",
+            mock.openai_url(),
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "one two three"}]}),
+        ),
+        (
+            "anthropic",
+            mock.anthropic_url(),
+            serde_json::json!({"model": "m", "max_tokens": 64, "messages": [{"role": "user", "content": "one two three"}]}),
+        ),
+    ] {
+        let (client, url, body) = (&client, &url, &body);
+        let used = fuse
+            .call_metered(provider, 5_000, || async move {
+                let response = client.post(url).json(body).send().await?;
+                let bytes = http::check(response).await?.bytes().await?;
+                let usage = http::usage(&bytes);
+                Ok::<_, HttpError>(fusebox::Metered::from((usage, usage)))
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(used.total() > 0, "{provider}: {used:?}");
+        let available = fuse
+            .provider(provider)
+            .unwrap()
+            .status()
+            .budget
+            .unwrap()
+            .tokens_available
+            .unwrap();
+        // The 5,000 estimate came back but for what was used (real time refills a little
+        // more, never past the limit).
+        assert!(
+            available >= 100_000 - used.total() && used.total() < 5_000,
+            "{provider}: {available} after using {}",
+            used.total()
+        );
+    }
+    mock.shutdown().await;
+}

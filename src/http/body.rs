@@ -183,6 +183,39 @@ mod tests {
     }
 
     #[test]
+    fn classes_from_openai_and_anthropic_bodies() {
+        use crate::ErrorClass::{ContentPolicy, ContextWindow, Other};
+        let class = |body: &str| ErrorBody::parse(body.as_bytes()).class();
+        assert_eq!(
+            class(
+                r#"{"error": {"type": "invalid_request_error", "code": "context_length_exceeded"}}"#
+            ),
+            ContextWindow
+        );
+        assert_eq!(
+            class(r#"{"type": "error", "error": {"type": "request_too_large", "message": "x"}}"#),
+            ContextWindow
+        );
+        assert_eq!(
+            class(
+                r#"{"type": "error", "error": {"type": "invalid_request_error", "message": "prompt is too long: 210000 tokens > 200000 maximum"}}"#
+            ),
+            ContextWindow
+        );
+        assert_eq!(
+            class(r#"{"error": {"type": "invalid_request_error", "code": "content_filter"}}"#),
+            ContentPolicy
+        );
+        assert_eq!(
+            class(r#"{"error": {"type": "invalid_request_error", "message": "bad field"}}"#),
+            Other
+        );
+        // A message alone, without the request-error type, is not enough.
+        assert_eq!(class(r#"{"error": "prompt is too long"}"#), Other);
+        assert_eq!(class("<html>"), Other);
+    }
+
+    #[test]
     fn message_fallbacks() {
         let message = |body: &str| ErrorBody::parse(body.as_bytes()).message;
         assert_eq!(message(r#"{"error": "boom"}"#), Some("boom".to_owned()));

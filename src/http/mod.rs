@@ -79,6 +79,7 @@ mod headroom;
 mod middleware;
 mod send;
 pub mod sse;
+mod usage;
 
 use body::ErrorBody;
 pub use headroom::{headroom, headroom_header_names, parse_headroom, parse_reset, record_headroom};
@@ -95,6 +96,7 @@ pub(crate) use send::error_verdict;
 #[cfg(any(feature = "reqwest-middleware", feature = "async-openai"))]
 pub(crate) use send::split;
 pub use send::{send, send_via, Rejected};
+pub use usage::usage;
 
 /// The most bytes of an error body read and parsed: 64 KiB.
 ///
@@ -153,6 +155,12 @@ where
 {
     let hint = retry_hint(headers, now);
     ErrorBody::parse(body).refine(status_verdict(status, hint), hint)
+}
+
+/// The [`ErrorClass`](crate::ErrorClass) an error body names (see [`HttpError`]'s `class`).
+#[cfg(feature = "async-openai")]
+pub(crate) fn body_class(body: &[u8]) -> crate::ErrorClass {
+    ErrorBody::parse(body).class()
 }
 
 /// What [`http_verdict_at`](crate::http_verdict_at) says, given the headers' hint.
