@@ -413,3 +413,32 @@ async fn usage_from_openai_and_anthropic_bodies_settles_the_budget() {
     }
     mock.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn streamed_calls_take_from_the_budget_too() {
+    use futures::StreamExt;
+    let fuse = budgeted(Budget::per_minute().requests(1)).await;
+    let open = || {
+        fuse.call_stream("primary", || async {
+            Ok::<_, FakeError>(futures::stream::iter([Ok::<_, FakeError>("chunk")]))
+        })
+    };
+    let mut stream = open().await.unwrap();
+    assert_eq!(stream.next().await.unwrap().unwrap(), "chunk");
+    drop(stream);
+    let over = open().await.err().unwrap();
+    assert!(matches!(over, CallError::OverBudget { .. }), "{over:?}");
+    assert_eq!(over.retry_after(), Some(secs(60)));
+    // A routed stream skips it.
+    let routed = fuse
+        .route_stream("chat", |_p: ProviderId| async {
+            Ok::<_, FakeError>(futures::stream::iter([Ok::<_, FakeError>("chunk")]))
+        })
+        .await
+        .unwrap();
+    assert_eq!(routed.provider, "secondary");
+    assert!(matches!(
+        routed.attempts[0].outcome,
+        AttemptOutcome::SkippedBudget { .. }
+    ));
+}

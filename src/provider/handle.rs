@@ -388,6 +388,17 @@ impl ProviderHandle {
             .admit(true)
             .await
             .map_err(|r| r.into_error(&self.shared.id))?;
+        // A budget reserves its default estimate (a stream's usage is not reported back).
+        let _reserved = match &self.shared.budget {
+            None => None,
+            Some(budget) => match budget.reserve(budget.default_estimate()) {
+                Ok(reserved) => Some(reserved),
+                Err(over) => {
+                    admitted.withdraw();
+                    return Err(over.into_error(&self.shared.id));
+                }
+            },
+        };
         match stream::open(self, admitted, None, classify, op(), false).await {
             Ended::Served(stream) => Ok(stream),
             Ended::Failed(_, error) => Err(CallError::Inner(error)),

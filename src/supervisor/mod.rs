@@ -355,8 +355,17 @@ impl Supervisor {
     ///
     /// Open, isolated and saturated providers are skipped without a call. A failure, rate
     /// limit, isolating error or call timeout moves on to the next provider at once; an
-    /// error that is the caller's fault ([`Verdict::Ignored`]) returns at once. The route's
-    /// deadline bounds the whole call.
+    /// error that is the caller's fault ([`Verdict::Ignored`]) returns at once, except a
+    /// context-window error ([`ErrorClass::ContextWindow`](crate::ErrorClass)), which goes
+    /// on to the next provider with a larger [`max_context`](crate::Provider::max_context),
+    /// and a content-policy refusal, which goes on over the route's
+    /// [`on_content_policy`](crate::Route::on_content_policy) route if it has one (neither
+    /// counts against the provider). A provider over its [`Budget`](crate::Budget) is
+    /// skipped; a [`Retry`](crate::Retry) on the route or the provider retries failures on
+    /// the same provider before failing over. The route's deadline bounds the whole call.
+    ///
+    /// Error classes and back-off hints come from [`Classify`]: [`route_with`](Self::route_with)
+    /// (a closure verdict) fails over by verdict only, and retries without hints.
     ///
     /// # Errors
     ///
