@@ -5,7 +5,8 @@
 //! `"1h 30m"`). Every key outside `name`, `providers` (of a route) and
 //! `bulkhead.max_concurrent` is optional and defaults as its builder does; unknown keys are
 //! errors. A `[defaults]` table holds provider settings every provider inherits: a provider
-//! overrides any of them, key by key (inside `breaker`, `bulkhead`, `adaptive` and `meta`
+//! overrides any of them, key by key (inside `breaker`, `bulkhead`, `adaptive`, `budget`,
+//! `retry` and `meta`
 //! too; a provider's `adaptive.tiers` replaces the inherited list).
 //!
 //! ```
@@ -53,6 +54,23 @@
 //!
 //! [[providers]]
 //! name = "openai"
+//! max_context = 128_000        # optional: the context window, in tokens
+//!
+//! [providers.budget]           # optional: a request or token limit, or from_headers
+//! requests = 500               # per period
+//! tokens = 200_000             # per period
+//! period = "1m"                # optional, defaults to a minute
+//! default_estimate = 1_000     # optional: what a call that declares none reserves
+//! from_headers = false         # optional: follow the provider's rate-limit headers
+//!
+//! [providers.retry]            # optional; every key optional, defaults from Retry::new()
+//! attempts = 3
+//! backoff = "100ms"
+//! max_backoff = "2s"
+//! jitter = 0.5
+//! budget = 0.2                 # the retry budget's ratio, or `false` for none
+//! min_per_second = 10
+//! budget_window = "10s"
 //!
 //! [[routes]]
 //! name = "chat"
@@ -60,6 +78,12 @@
 //! policy = "priority"          # "priority" | "least_loaded" | "lowest_latency"
 //! deadline = "2m"              # optional
 //! when_all_open = "fail_fast"  # or { wait = "30s" }
+//! retry = { attempts = 2 }     # optional: replaces the members' own retry
+//! on_content_policy = "moderated"  # optional: a route for content-policy refusals
+//!
+//! [[routes]]
+//! name = "moderated"
+//! providers = ["openai"]
 //! "#)?;
 //! assert_eq!(config.providers.len(), 2);
 //! assert_eq!(config.providers[1].call_timeout_config(), Some(std::time::Duration::from_secs(60)));
