@@ -442,3 +442,25 @@ async fn streamed_calls_take_from_the_budget_too() {
         AttemptOutcome::SkippedBudget { .. }
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_keeps_an_unchanged_budget_and_its_spending() {
+    let fuse = budgeted(Budget::per_minute().requests(2)).await;
+    let fake = FakeProvider::new(Step::Ok);
+    support::call(&fuse, "primary", &fake).await.unwrap();
+    support::call(&fuse, "primary", &fake).await.unwrap();
+    // Another setting of the provider changes; its budget does not.
+    let mut config = (*fuse.config()).clone();
+    config.providers[0] = config.providers[0].clone().call_timeout(secs(30));
+    fuse.reload(config.clone()).await.unwrap();
+    assert!(matches!(
+        support::call(&fuse, "primary", &fake).await,
+        Err(CallError::OverBudget { .. })
+    ));
+    // A changed budget starts afresh.
+    config.providers[0] = config.providers[0]
+        .clone()
+        .budget(Budget::per_minute().requests(3));
+    fuse.reload(config).await.unwrap();
+    support::call(&fuse, "primary", &fake).await.unwrap();
+}

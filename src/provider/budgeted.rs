@@ -83,7 +83,7 @@ impl ProviderHandle {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let retry = self.shared.retry.as_ref();
+        let retry = self.shared.retry.as_deref();
         if let Some(retry) = retry {
             retry.deposit(Instant::now());
         }

@@ -105,9 +105,9 @@ pub(crate) struct Shared {
     /// The provider's latest rate-limit headroom (`ProviderHandle::record_headroom`).
     pub(crate) headroom: crate::headroom::HeadroomCell,
     /// Its request and token budgets, if configured.
-    pub(crate) budget: Option<crate::budget::Limiter>,
+    pub(crate) budget: Option<std::sync::Arc<crate::budget::Limiter>>,
     /// Its retry budget, if it retries.
-    pub(crate) retry: Option<crate::budget::RetryState>,
+    pub(crate) retry: Option<std::sync::Arc<crate::budget::RetryState>>,
 }
 
 fn encode(state: CircuitState, epoch: u64) -> u64 {
@@ -175,10 +175,10 @@ impl Shared {
             budget: config
                 .budget
                 .as_ref()
-                .map(|b| crate::budget::Limiter::new(b, now)),
+                .map(|b| std::sync::Arc::new(crate::budget::Limiter::new(b, now))),
             retry: config
                 .retry
-                .map(|r| crate::budget::RetryState::new(r, seed, now)),
+                .map(|r| std::sync::Arc::new(crate::budget::RetryState::new(r, seed, now))),
             #[cfg(feature = "testing")]
             poison_reports: AtomicBool::new(false),
             config,
@@ -193,7 +193,14 @@ impl Shared {
         now: Instant,
         previous: &Shared,
     ) -> Result<Self, ConfigError> {
-        let shared = Shared::new(config, seed, now)?;
+        let mut shared = Shared::new(config, seed, now)?;
+        // An unchanged budget or retry setting keeps what it has counted.
+        if shared.config.budget == previous.config.budget {
+            shared.budget.clone_from(&previous.budget);
+        }
+        if shared.config.retry == previous.config.retry {
+            shared.retry.clone_from(&previous.retry);
+        }
         {
             let old = previous.core();
             let mut core = shared.core();

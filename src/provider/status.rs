@@ -185,7 +185,7 @@ impl ProviderStatus {
             last_failure: s.last_failure,
             actor_messages: core.decisions,
             headroom: shared.headroom.current(now),
-            budget: shared.budget.as_ref().map(crate::budget::Limiter::status),
+            budget: shared.budget.as_ref().map(|b| b.status()),
             retries: shared.retry.as_ref().map_or(0, |r| r.retries.load(Relaxed)),
             retry_budget_exhausted: shared
                 .retry

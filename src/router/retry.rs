@@ -47,7 +47,7 @@ pub(super) fn retry_of<'a>(
     view: &'a RouteView,
     handle: &'a ProviderHandle,
 ) -> Option<&'a RetryState> {
-    view.retry.as_deref().or(handle.shared.retry.as_ref())
+    view.retry.as_deref().or(handle.shared.retry.as_deref())
 }
 
 /// Reserves the member's budget for one attempt (`estimate` tokens, or the budget's default).
