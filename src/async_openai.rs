@@ -170,8 +170,13 @@ impl Transport {
 async fn execute(
     http: &reqwest::Client,
     request: reqwest::Request,
+    provider: Option<&ProviderHandle>,
 ) -> Result<reqwest::Response, OpenAIError> {
     let response = http.execute(request).await?;
+    if let Some(provider) = provider {
+        // Every response's rate-limit headers, success or error, feed the headroom.
+        crate::http::record_headroom(provider, response.headers());
+    }
     check(response).await.map_err(|error| match error {
         HttpError::Transport(error) => OpenAIError::Reqwest(error),
         status => OpenAIError::Boxed(Box::new(status)),
@@ -193,10 +198,10 @@ impl tower::Service<HttpRequestFactory> for Transport {
             // A request that cannot be built was never sent: not the provider's business.
             let request = factory.build().await?;
             let Some(provider) = provider else {
-                return execute(&http, request).await;
+                return execute(&http, request, None).await;
             };
             provider
-                .call(|| execute(&http, request))
+                .call(|| execute(&http, request, Some(&provider)))
                 .await
                 .map_err(|error| {
                     split(error).unwrap_or_else(|rejected| OpenAIError::Boxed(Box::new(rejected)))

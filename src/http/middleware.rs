@@ -96,10 +96,16 @@ impl Middleware for FuseMiddleware {
         extensions: &mut http::Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        let sent = self
-            .provider
+        let provider = &self.provider;
+        let sent = provider
             .call_with(Ended::verdict, || async move {
-                match next.run(request, extensions).await {
+                let sent = next.run(request, extensions).await;
+                if let Ok(response) = &sent {
+                    // Every response's rate-limit headers, success or error, feed the
+                    // provider's headroom.
+                    super::record_headroom(provider, response.headers());
+                }
+                match sent {
                     Ok(response) if is_success(&response) => Ok(response),
                     Ok(response) => {
                         let (response, verdict) = inspect(response).await;
