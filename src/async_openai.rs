@@ -34,7 +34,8 @@
 //! - [`client`]`(config, provider)` guards every HTTP request with the provider: the circuit,
 //!   the bulkhead and the call timeout apply per request, and when fusebox declines a request
 //!   the error is `OpenAIError::Boxed` around a [`Rejected`] ([`rejected`] finds it, with its
-//!   `retry_after`). Call it directly: `openai.chat().create(request).await`.
+//!   `retry_after`), and every response's rate-limit headers are recorded as the provider's
+//!   headroom. Call it directly: `openai.chat().create(request).await`.
 //! - [`plain_client`]`(config)` guards nothing: use it inside `fuse.call`, `fuse.route` or
 //!   [`ProviderHandle::call`], which classify its errors with the [`Classify`] implementation
 //!   below (the orphan rule keeps it from being written anywhere but here).

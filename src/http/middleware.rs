@@ -12,7 +12,8 @@ use crate::{Classify, ProviderHandle, Verdict};
 
 /// A [`reqwest_middleware::Middleware`] that sends every request through a provider's
 /// circuit breaker and bulkhead: one HTTP request is one guarded call, classified from the
-/// response's status, retry headers and (bounded) error body.
+/// response's status, retry headers and (bounded) error body. Every response's rate-limit
+/// headers are recorded as the provider's headroom ([`record_headroom`](super::record_headroom)).
 ///
 /// Responses come back as they would without it, error statuses included (as
 /// `RetryTransientMiddleware` does), so code that reads a 4xx or 5xx body keeps working: to
