@@ -400,3 +400,24 @@ fn async_openai_errors_carry_their_class() {
     );
     assert_eq!(api(None).error_class(), ErrorClass::Other);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guarded_client_feeds_the_providers_headroom() {
+    let quota = fusebox::testing::Quota::requests(3)
+        .tokens(100)
+        .window(Duration::from_secs(3600));
+    let mock = MockLlm::builder()
+        .quota(quota)
+        .script(FaultScript::new())
+        .start()
+        .await
+        .unwrap();
+    let fuse = fuse(Breaker::consecutive(3)).await;
+    let openai = fusebox::async_openai::client(config(&mock), fuse.provider("openai").unwrap());
+    assert_eq!(fuse.status()[0].headroom, None);
+    for remaining in [2u64, 1] {
+        openai.chat().create(request()).await.unwrap();
+        let requests = fuse.status()[0].headroom.unwrap().requests.unwrap();
+        assert_eq!((requests.remaining, requests.limit), (remaining, Some(3)));
+    }
+}

@@ -214,9 +214,25 @@ impl Supervisor {
         let mut timers = HashMap::new();
         let mut handles = Vec::with_capacity(config.providers.len());
         for provider in &config.providers {
-            let (handle, timer) = spawner.spawn(provider.clone(), None).await?;
-            timers.insert(registry::timer_of(&handle), timer);
-            handles.push(handle);
+            match spawner.spawn(provider.clone(), None).await {
+                Ok((handle, timer)) => {
+                    timers.insert(registry::timer_of(&handle), timer);
+                    handles.push(handle);
+                }
+                Err(error) => {
+                    // Nothing started so far outlives the failed build.
+                    for timer in timers.values() {
+                        timer.abort();
+                    }
+                    for handle in &handles {
+                        handle.actor.kill();
+                    }
+                    router.kill();
+                    root.kill();
+                    router_root.kill();
+                    return Err(error);
+                }
+            }
         }
         timers.insert(
             Timer::Resampler,
