@@ -464,3 +464,48 @@ async fn a_reload_keeps_an_unchanged_budget_and_its_spending() {
     fuse.reload(config).await.unwrap();
     support::call(&fuse, "primary", &fake).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_reservations_and_refunds_keep_the_token_budget() {
+    let fuse = Supervisor::builder()
+        .provider(Provider::new("p").budget(Budget::per(secs(3_600)).tokens(100_000)))
+        .build()
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let fuse = fuse.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut served = 0u64;
+            for _ in 0..100 {
+                // Reserve 500, use 100: 400 come back each time.
+                let reply = fuse
+                    .call_metered("p", 500, || async {
+                        tokio::task::yield_now().await;
+                        Ok::<_, FakeError>(Metered::new((), 100))
+                    })
+                    .await;
+                served += u64::from(reply.is_ok());
+            }
+            served
+        }));
+    }
+    let mut served = 0;
+    for t in tasks {
+        served += t.await.unwrap();
+    }
+    // 800 calls of 100 tokens fit in 100,000 only because each reservation of 500 gave
+    // 400 back (without the refunds, 200 calls would).
+    assert_eq!(served, 800);
+    let available = fuse
+        .provider("p")
+        .unwrap()
+        .status()
+        .budget
+        .unwrap()
+        .tokens_available
+        .unwrap();
+    // What is left is what was not used (real time refills about 28 tokens a second).
+    assert!((20_000..20_500).contains(&available), "{available}");
+    assert_eq!(fuse.provider("p").unwrap().status().in_flight, 0);
+}
