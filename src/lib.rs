@@ -153,7 +153,7 @@ pub mod tower;
 pub use breaker::{Cause, CircuitState};
 pub use classify::{http_verdict, http_verdict_at, Classify, HeaderError, Verdict};
 pub use config::{
-    Adaptive, AllOpen, Breaker, Bulkhead, Config, Policy, Provider, Route, Tier, Window,
+    Adaptive, AllOpen, Breaker, Bulkhead, Config, Policy, Probe, Provider, Route, Tier, Window,
 };
 pub use error::{CallError, ConfigError, RouteError, Scope};
 pub use events::{Event, EventKind};

@@ -7,6 +7,7 @@
 mod adaptive;
 mod breaker;
 mod bulkhead;
+mod probe;
 pub mod file;
 mod provider;
 mod route;
@@ -14,6 +15,7 @@ mod route;
 pub use adaptive::{Adaptive, Tier};
 pub use breaker::{Breaker, Window, MAX_WINDOW_CALLS};
 pub use bulkhead::Bulkhead;
+pub use probe::Probe;
 pub use provider::Provider;
 pub use route::{AllOpen, Policy, Route};
 

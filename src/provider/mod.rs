@@ -3,6 +3,7 @@
 mod actor;
 mod counters;
 mod handle;
+mod probe;
 mod shared;
 mod status;
 
@@ -13,4 +14,5 @@ pub(crate) use counters::Count;
 pub use handle::ProviderHandle;
 pub(crate) use handle::{Admitted, Reject};
 pub(crate) use shared::{Closing, Shared};
+pub(crate) use probe::ProbeOutcome;
 pub use status::ProviderStatus;

@@ -104,6 +104,8 @@ pub(crate) struct Shared {
     latency: AtomicU64,
     /// The provider's latest rate-limit headroom (`ProviderHandle::record_headroom`).
     pub(crate) headroom: crate::headroom::HeadroomCell,
+    /// Recovery probes run, by outcome (`provider::probe`).
+    pub(crate) probes: super::probe::ProbeCounts,
 }
 
 fn encode(state: CircuitState, epoch: u64) -> u64 {
@@ -168,6 +170,7 @@ impl Shared {
             taken_successes: AtomicU64::new(0),
             latency_wanted: AtomicBool::new(false),
             headroom: crate::headroom::HeadroomCell::new(),
+            probes: super::probe::ProbeCounts::default(),
             #[cfg(feature = "testing")]
             poison_reports: AtomicBool::new(false),
             config,

@@ -118,6 +118,16 @@ pub struct ProviderStatus {
     /// ([`HeadroomCell::current`](crate::headroom::HeadroomCell::current)). `None` when
     /// nothing was recorded or every quota has reset since.
     pub headroom: Option<crate::headroom::Headroom>,
+    /// Recovery probes run (`Provider::probe`), counted apart from calls: in no other count.
+    /// Each finished probe is in exactly one of `probe_successes`, `probe_failures` and
+    /// `probe_timeouts`.
+    pub probes: u64,
+    /// Of `probes`: those that succeeded.
+    pub probe_successes: u64,
+    /// Of `probes`: those that failed (returned an error).
+    pub probe_failures: u64,
+    /// Of `probes`: those that did not finish within the probe timeout.
+    pub probe_timeouts: u64,
 }
 
 impl ProviderStatus {
@@ -133,6 +143,7 @@ impl ProviderStatus {
             (Some(m), None) => (Some(m.per_minute()), None),
             _ => (None, None),
         };
+        let (probe_ok, probe_failed, probe_timed_out) = shared.probes.get();
         let status = ProviderStatus {
             provider: shared.id.clone(),
             state: core.breaker.state(),
@@ -176,6 +187,10 @@ impl ProviderStatus {
             last_failure: s.last_failure,
             actor_messages: core.decisions,
             headroom: shared.headroom.current(now),
+            probes: probe_ok + probe_failed + probe_timed_out,
+            probe_successes: probe_ok,
+            probe_failures: probe_failed,
+            probe_timeouts: probe_timed_out,
         };
         drop(core);
         let finished = status.successful + status.failed + status.ignored + status.cancelled;

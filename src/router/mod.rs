@@ -41,6 +41,7 @@
 mod actor;
 mod attempt;
 mod failover;
+mod ramp;
 mod status;
 mod table;
 
@@ -55,6 +56,7 @@ pub use actor::{
     PROMOTE_AT_PERCENT,
 };
 pub use attempt::{Attempt, AttemptOutcome, Attempts, Routed};
+pub use ramp::SLOW_START_FLOOR_PERCENT;
 pub(crate) use failover::{run, Attempter, Calls};
 pub use status::{RouteMember, RouteStatus, RouterStatus};
 pub use table::Reason;
