@@ -27,6 +27,11 @@ struct Backend {
     probes_dropped: AtomicU64,
     /// While set, probes hang.
     hang: AtomicBool,
+    /// While set, probes succeed whatever `up` says (a models list that answers while
+    /// completions fail).
+    models_up: AtomicBool,
+    /// When each user call was made.
+    calls_at: std::sync::Mutex<Vec<Instant>>,
 }
 
 struct ProbeGuard(Arc<Backend>, bool);
@@ -61,6 +66,7 @@ impl Backend {
 
     async fn call(&self) -> Result<String, FakeError> {
         self.user_calls.fetch_add(1, Ordering::SeqCst);
+        self.calls_at.lock().unwrap().push(Instant::now());
         if self.up.load(Ordering::SeqCst) {
             Ok("answer".to_owned())
         } else {
@@ -87,7 +93,8 @@ impl Backend {
                 }
                 sleep(took).await;
                 guard.1 = true;
-                let up = backend.up.load(Ordering::SeqCst);
+                let up = backend.up.load(Ordering::SeqCst)
+                    || backend.models_up.load(Ordering::SeqCst);
                 drop(guard);
                 if up {
                     Ok(())
@@ -284,25 +291,49 @@ async fn sleep_until_after(t: Instant) {
 }
 
 #[tokio::test(start_paused = true)]
-async fn probes_back_off_up_to_their_cap_and_reset_after_a_success() {
+async fn false_alarms_back_the_probe_off_up_to_its_cap_and_a_close_resets_it() {
+    // The models list answers while completions fail: every probe succeeds, every trial fails.
+    let primary = Backend::new(false);
+    primary.models_up.store(true, Ordering::SeqCst);
+    let probe = Probe::new(secs(2), primary.probe_op(ms(0))).max_interval(secs(8));
+    let fuse = probed(probe).await;
+    let t0 = Instant::now();
+    traffic(&fuse, &primary, t0 + secs(60)).await;
+    let calls = primary.calls_at.lock().unwrap().clone();
+    // Three calls trip it; then one trial after each probe: the wait doubles to the cap.
+    let trials: Vec<u64> = calls[3..]
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64().round() as u64)
+        .collect();
+    assert_eq!(trials, [4, 8, 8, 8, 8, 8, 8], "{calls:?}");
+    assert_eq!(status(&fuse, "primary").state, CircuitState::Open);
+
+    // Back: found within the capped interval; the close resets the interval.
+    primary.set_up(true);
+    let recovered = Instant::now();
+    let after = traffic(&fuse, &primary, recovered + secs(10)).await;
+    let back = after.iter().find(|(_, p)| p == "primary").unwrap().0;
+    assert!(back - recovered <= secs(8), "{:?}", back - recovered);
+    primary.set_up(false);
+    primary.models_up.store(false, Ordering::SeqCst);
+    for _ in 0..3 {
+        route(&fuse, &primary).await;
+    }
+    let probes = primary.probes();
+    sleep(secs(2) + ms(1)).await;
+    assert_eq!(primary.probes(), probes + 1, "a probe 2 s after the new trip");
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_probes_keep_their_interval() {
     let primary = Backend::new(false);
     let probe = Probe::new(secs(2), primary.probe_op(ms(0))).max_interval(secs(8));
     let fuse = probed(probe).await;
     for _ in 0..3 {
         route(&fuse, &primary).await;
     }
-    let opened = Instant::now();
-    // Probes at +2, +6 (2 + 4), +14 (6 + 8), +22, +30: the wait doubles up to the cap.
-    let mut starts = Vec::new();
-    let mut seen = 0;
-    while Instant::now() < opened + secs(31) {
-        sleep(ms(100)).await;
-        if primary.probes() > seen {
-            seen = primary.probes();
-            starts.push((Instant::now() - opened).as_secs());
-        }
-    }
-    assert_eq!(starts, [2, 6, 14, 22, 30]);
+    sleep(secs(20) + ms(1)).await;
+    assert_eq!(primary.probes(), 10);
 }
 
 #[tokio::test(start_paused = true)]
@@ -693,6 +724,6 @@ fn providers_with_probes_stay_clone_debug_and_comparable() {
             probe.max_interval_config(),
             probe.successes_config()
         ),
-        (secs(5), secs(5), secs(5), 1)
+        (secs(5), secs(5), secs(40), 1)
     );
 }

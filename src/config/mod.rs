@@ -15,7 +15,7 @@ mod route;
 pub use adaptive::{Adaptive, Tier};
 pub use breaker::{Breaker, Window, MAX_WINDOW_CALLS};
 pub use bulkhead::Bulkhead;
-pub use probe::Probe;
+pub use probe::{Probe, FALSE_ALARM_BACKOFF};
 pub use provider::Provider;
 pub use route::{AllOpen, Policy, Route};
 

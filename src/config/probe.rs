@@ -12,6 +12,10 @@ use futures::FutureExt;
 use super::{check, Scope};
 use crate::error::ConfigError;
 
+/// The default cap of a probe's backoff after false alarms, in intervals
+/// ([`Probe::max_interval`]).
+pub const FALSE_ALARM_BACKOFF: u32 = 8;
+
 /// The boxed probe operation: resolves to whether the probe succeeded.
 pub(crate) type ProbeFn = dyn Fn() -> BoxFuture<'static, bool> + Send + Sync;
 
@@ -32,9 +36,14 @@ pub(crate) type ProbeFn = dyn Fn() -> BoxFuture<'static, bool> + Send + Sync;
 /// - [`successes`](Self::successes) probes in a row that succeed (1 by default) end the open
 ///   period: the circuit becomes half-open, with cause
 ///   [`Cause::ProbeSucceeded`](crate::Cause::ProbeSucceeded), and real calls confirm the
-///   recovery as trials. A failed probe changes nothing but its own
-///   [backoff](Self::max_interval). An open caused by a rate limit is not ended before its
-///   deadline (the provider said when to come back).
+///   recovery as trials. A failed probe changes nothing: the next one runs one interval
+///   later. An open caused by a rate limit is not ended before its deadline (the provider
+///   said when to come back).
+/// - A false alarm (a probe ended the open period, and the trial calls that followed failed,
+///   so the circuit re-opened) doubles the interval, up to [`max_interval`](Self::max_interval),
+///   until the circuit closes: a probe that answers while real calls do not (a models list
+///   that works while completions fail, or a provider failing only some requests) costs a
+///   few trial calls, not one every interval.
 /// - A probe result that arrives after the circuit changed (it closed, re-opened, was
 ///   isolated or reset) is counted and otherwise ignored. Probes stop when the circuit leaves
 ///   the open state, and for good when the provider is removed or the supervisor shuts
@@ -68,7 +77,8 @@ pub(crate) type ProbeFn = dyn Fn() -> BoxFuture<'static, bool> + Send + Sync;
 /// let anthropic = Provider::new("anthropic").probe(Duration::from_secs(5), list_models);
 /// # let _ = anthropic;
 ///
-/// // With a timeout, a backoff for failed probes and two successes in a row to recover.
+/// // With a timeout, a cap on the backoff after false alarms, and two successes in a row to
+/// // recover.
 /// let openai = Provider::new("openai").probe_with(
 ///     Probe::new(Duration::from_secs(2), list_models)
 ///         .timeout(Duration::from_secs(1))
@@ -112,13 +122,14 @@ impl Probe {
         self
     }
 
-    /// The backoff of failed probes: each failed probe doubles the wait before the next, up
-    /// to `cap`; a successful one resets it to the interval, and so does every new open
-    /// period after a close.
+    /// The cap of the backoff after false alarms: each time a probe ends an open period and
+    /// the trial calls that follow fail, the interval doubles, up to `cap`; a close resets it
+    /// to the interval. Failed probes do not grow it (they cost a probe, not a user's call).
+    /// Equal to the interval, there is no backoff.
     ///
-    /// Defaults to the interval: no backoff, one probe every interval (a cap above the
-    /// interval makes long outages cheaper, and delays the detection of a recovery by up to
-    /// the cap).
+    /// Defaults to [`FALSE_ALARM_BACKOFF`] times the interval: a probe that keeps answering
+    /// while real calls fail costs a trial call at most every 8 intervals, and a recovery
+    /// after false alarms is found within 8 intervals.
     pub fn max_interval(mut self, cap: Duration) -> Self {
         self.max_interval = Some(cap);
         self
@@ -144,9 +155,11 @@ impl Probe {
         self.timeout.unwrap_or(self.interval)
     }
 
-    /// The cap on the interval after failed probes, in force.
+    /// The cap on the interval after false alarms, in force.
     pub fn max_interval_config(&self) -> Duration {
-        self.max_interval.unwrap_or(self.interval).max(self.interval)
+        self.max_interval
+            .unwrap_or_else(|| self.interval.saturating_mul(FALSE_ALARM_BACKOFF))
+            .max(self.interval)
     }
 
     /// How many successful probes in a row end an open period.

@@ -85,11 +85,14 @@ impl Drop for Task {
 #[derive(Debug, Default)]
 struct ProberState {
     task: Option<Task>,
-    /// Successful probes in a row, in the current outage.
+    /// Successful probes in a row, in the current open period.
     in_row: u32,
-    /// The wait before the next probe (the interval, doubled by failed probes up to the
-    /// cap); `None` for the interval.
+    /// The wait between probes: the interval, doubled by each false alarm up to the cap,
+    /// until the circuit closes; `None` for the interval.
     delay: Option<Duration>,
+    /// A probe ended the last open period and its trials have not decided yet: if the
+    /// circuit re-opens, the probe was a false alarm.
+    confirming: bool,
 }
 
 /// The provider actor's probe runner. Only the actor uses it (the mutex is never
@@ -122,14 +125,20 @@ impl Prober {
         if state != CircuitState::Open {
             // Dropping the task aborts it (with the probe it may be running).
             s.task = None;
-            if state == CircuitState::Closed {
-                s.in_row = 0;
-                s.delay = None;
+            if state != CircuitState::HalfOpen {
+                // Closed (confirmed), or isolated: the next outage starts afresh.
+                *s = ProberState::default();
             }
             return;
         }
         if s.task.as_ref().is_some_and(|t| t.epoch == epoch) {
             return;
+        }
+        s.in_row = 0;
+        if std::mem::take(&mut s.confirming) {
+            // The probe said the provider was back, and real calls said it was not.
+            let current = s.delay.unwrap_or(probe.interval);
+            s.delay = Some(current.saturating_mul(2).min(probe.max_interval_config()));
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -149,19 +158,18 @@ impl Prober {
     /// ends (enough successes in a row) and the wait before the next probe.
     fn note(&self, probe: &Probe, outcome: ProbeOutcome) -> (bool, Duration) {
         let mut s = self.state();
-        let current = s.delay.unwrap_or(probe.interval);
+        let delay = s.delay.unwrap_or(probe.interval);
         if outcome == ProbeOutcome::Succeeded {
             s.in_row = s.in_row.saturating_add(1);
-            s.delay = None;
-            (s.in_row >= probe.successes, probe.interval)
         } else {
             s.in_row = 0;
-            let next = current
-                .saturating_mul(2)
-                .min(probe.max_interval_config());
-            s.delay = Some(next);
-            (false, next)
         }
+        (s.in_row >= probe.successes, delay)
+    }
+
+    /// The open period ended on a probe: its trials confirm it, or re-open (a false alarm).
+    fn confirming(&self) {
+        self.state().confirming = true;
     }
 }
 
@@ -194,11 +202,14 @@ impl Message<ProbeDone> for ProviderActor {
             }
             let (ends, delay) = prober.note(probe, msg.outcome);
             next = Some(delay);
-            if ends {
-                core.breaker.probe_succeeded(now)
-            } else {
-                None
+            if !ends {
+                return None;
             }
+            let transition = core.breaker.probe_succeeded(now);
+            if transition.is_some() {
+                prober.confirming();
+            }
+            transition
         });
         let _ = msg.reply.send(next);
     }
