@@ -13,7 +13,7 @@ mod provider;
 mod route;
 
 pub use adaptive::{Adaptive, Tier};
-pub use breaker::{Breaker, Window, MAX_WINDOW_CALLS};
+pub use breaker::{Breaker, Window, DEFAULT_MAX_OPEN_FACTOR, MAX_WINDOW_CALLS};
 pub use bulkhead::Bulkhead;
 pub use probe::{Probe, FALSE_ALARM_BACKOFF};
 pub use provider::Provider;
