@@ -70,7 +70,7 @@ impl Report {
             .reduce(f64::max);
         let latest = after().map(|(at, _)| *at).reduce(f64::max);
         let full = match (last_off, latest) {
-            (None, Some(_)) => Some(0.0),
+            (None, Some(_)) => first,
             (Some(off), Some(latest)) if off < latest => {
                 // The first request after the last one it did not serve first.
                 after()

@@ -119,7 +119,7 @@ fn describe(event: &Event) -> String {
             cause.as_str(),
             retry_after.as_secs_f64()
         ),
-        EventKind::CircuitClosed | EventKind::CircuitIsolated => format!(
+        EventKind::CircuitClosed | EventKind::CircuitIsolated | EventKind::CircuitHalfOpened => format!(
             "{:<24} {:<10} {}",
             event.name(),
             event.provider,
