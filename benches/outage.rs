@@ -216,8 +216,7 @@ struct Fusebox {
 fn probe_op(
     start: Instant,
     probes: Arc<AtomicU64>,
-) -> impl Fn() -> futures::future::BoxFuture<'static, Result<(), Http503>> + Send + Sync + 'static
-{
+) -> impl Fn() -> futures::future::BoxFuture<'static, Result<(), Http503>> + Send + Sync + 'static {
     let flapping = Arc::new(AtomicU64::new(0));
     move || {
         let (probes, flapping) = (probes.clone(), flapping.clone());
@@ -241,7 +240,12 @@ fn probe_op(
 
 impl Fusebox {
     async fn new(start: Instant, breaker: Breaker) -> Self {
-        Self::with_primary(start, Provider::new("primary").breaker(breaker), Arc::default()).await
+        Self::with_primary(
+            start,
+            Provider::new("primary").breaker(breaker),
+            Arc::default(),
+        )
+        .await
     }
 
     /// With a probe of the primary every `interval`, `successes` in a row to end an open.

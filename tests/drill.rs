@@ -138,6 +138,8 @@ async fn with_probes_the_primary_serves_again_within_a_probe_interval_of_its_rec
         "{} requests reached the failing primary",
         stats.error_count()
     );
-    assert!(report.events.iter().any(|(_, e)| e.provider == "primary"
-        && e.cause == Some(fusebox::Cause::ProbeSucceeded)));
+    assert!(report
+        .events
+        .iter()
+        .any(|(_, e)| e.provider == "primary" && e.cause == Some(fusebox::Cause::ProbeSucceeded)));
 }

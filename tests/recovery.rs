@@ -93,8 +93,8 @@ impl Backend {
                 }
                 sleep(took).await;
                 guard.1 = true;
-                let up = backend.up.load(Ordering::SeqCst)
-                    || backend.models_up.load(Ordering::SeqCst);
+                let up =
+                    backend.up.load(Ordering::SeqCst) || backend.models_up.load(Ordering::SeqCst);
                 drop(guard);
                 if up {
                     Ok(())
@@ -116,7 +116,11 @@ fn breaker() -> Breaker {
 
 async fn probed(probe: Probe) -> Supervisor {
     Supervisor::builder()
-        .provider(Provider::new("primary").breaker(breaker()).probe_with(probe))
+        .provider(
+            Provider::new("primary")
+                .breaker(breaker())
+                .probe_with(probe),
+        )
         .provider(Provider::new("fallback"))
         .route(Route::new("chat").providers(["primary", "fallback"]))
         .build()
@@ -144,7 +148,11 @@ async fn route(fuse: &Supervisor, primary: &Arc<Backend>) -> String {
 }
 
 /// Routed calls every 100 ms until `until`; returns (time, server) of each.
-async fn traffic(fuse: &Supervisor, primary: &Arc<Backend>, until: Instant) -> Vec<(Instant, String)> {
+async fn traffic(
+    fuse: &Supervisor,
+    primary: &Arc<Backend>,
+    until: Instant,
+) -> Vec<(Instant, String)> {
     let mut served = Vec::new();
     while Instant::now() < until {
         let at = Instant::now();
@@ -169,14 +177,23 @@ async fn a_hard_down_provider_with_a_probe_every_5s_gets_no_user_call_and_return
     // Four minutes hard down, under 10 calls a second.
     let down = traffic(&fuse, &primary, t0 + secs(240)).await;
     assert_eq!(status(&fuse, "primary").state, CircuitState::Open);
-    assert_eq!(primary.user_calls(), 3, "the three failures that tripped it, then none");
+    assert_eq!(
+        primary.user_calls(),
+        3,
+        "the three failures that tripped it, then none"
+    );
     assert!(down.iter().skip(3).all(|(_, p)| p == "fallback"));
     // One probe every 5 s while open, none before the trip.
     let probes = primary.probes();
     assert!((46..=48).contains(&probes), "{probes} probes in 4 minutes");
     let s = status(&fuse, "primary");
     assert_eq!(
-        (s.probes, s.probe_failures, s.probe_successes, s.probe_timeouts),
+        (
+            s.probes,
+            s.probe_failures,
+            s.probe_successes,
+            s.probe_timeouts
+        ),
         (probes, probes, 0, 0)
     );
     // Probes are in no call count.
@@ -192,7 +209,11 @@ async fn a_hard_down_provider_with_a_probe_every_5s_gets_no_user_call_and_return
         .find(|(_, p)| p == "primary")
         .map(|(at, _)| *at)
         .expect("the primary serves again");
-    assert!(back - recovered <= secs(5), "back after {:?}", back - recovered);
+    assert!(
+        back - recovered <= secs(5),
+        "back after {:?}",
+        back - recovered
+    );
     assert!(after
         .iter()
         .filter(|(at, _)| *at > back)
@@ -245,7 +266,10 @@ async fn without_a_probe_the_same_outage_sends_trials_and_recovers_late() {
     primary.set_up(true);
     let recovered = Instant::now();
     let after = traffic(&fuse, &primary, recovered + secs(20)).await;
-    assert!(after.iter().all(|(_, p)| p == "fallback"), "still open 20 s later");
+    assert!(
+        after.iter().all(|(_, p)| p == "fallback"),
+        "still open 20 s later"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -262,7 +286,13 @@ async fn a_hung_probe_times_out_and_does_not_block_the_next() {
 
     // The first probe starts at +5 s and hangs; at +7 s it is dropped as timed out.
     sleep(secs(5) + ms(1)).await;
-    assert_eq!((primary.probes(), primary.probes_running.load(Ordering::SeqCst)), (1, 1));
+    assert_eq!(
+        (
+            primary.probes(),
+            primary.probes_running.load(Ordering::SeqCst)
+        ),
+        (1, 1)
+    );
     sleep(secs(2)).await;
     settle().await;
     assert_eq!(primary.probes_running.load(Ordering::SeqCst), 0);
@@ -280,7 +310,12 @@ async fn a_hung_probe_times_out_and_does_not_block_the_next() {
     assert_eq!(primary.max_probes_running.load(Ordering::SeqCst), 1);
     let s = status(&fuse, "primary");
     assert_eq!(
-        (s.probes, s.probe_successes, s.probe_timeouts, s.probe_failures),
+        (
+            s.probes,
+            s.probe_successes,
+            s.probe_timeouts,
+            s.probe_failures
+        ),
         (2, 1, 1, 0)
     );
 }
@@ -321,7 +356,11 @@ async fn false_alarms_back_the_probe_off_up_to_its_cap_and_a_close_resets_it() {
     }
     let probes = primary.probes();
     sleep(secs(2) + ms(1)).await;
-    assert_eq!(primary.probes(), probes + 1, "a probe 2 s after the new trip");
+    assert_eq!(
+        primary.probes(),
+        probes + 1,
+        "a probe 2 s after the new trip"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -348,7 +387,11 @@ async fn two_successes_in_a_row_are_needed_when_configured() {
     sleep(secs(5) + ms(1)).await;
     settle().await;
     assert_eq!(primary.probes(), 1);
-    assert_eq!(status(&fuse, "primary").state, CircuitState::Open, "one is not enough");
+    assert_eq!(
+        status(&fuse, "primary").state,
+        CircuitState::Open,
+        "one is not enough"
+    );
     sleep(secs(5)).await;
     settle().await;
     assert_eq!(status(&fuse, "primary").state, CircuitState::HalfOpen);
@@ -563,7 +606,10 @@ async fn slow_start_admits_at_most_the_ramp_share_early_and_everything_by_the_en
         "at least the floor share: {to_primary} of {calls}"
     );
     let status = fuse.route_status("chat").unwrap();
-    assert!(status.order[0].share > 0.1 && status.order[0].share < 0.25, "{status:?}");
+    assert!(
+        status.order[0].share > 0.1 && status.order[0].share < 0.25,
+        "{status:?}"
+    );
 
     // By the end of the window, every call.
     sleep_until_after(closed + window).await;
@@ -608,7 +654,8 @@ async fn a_provider_without_slow_start_takes_everything_at_once() {
     let primary = Backend::new(true);
     let fuse = Supervisor::builder()
         .provider(
-            Provider::new("primary").breaker(Breaker::consecutive(1).open_for(secs(10)).jitter(0.0)),
+            Provider::new("primary")
+                .breaker(Breaker::consecutive(1).open_for(secs(10)).jitter(0.0)),
         )
         .provider(Provider::new("fallback"))
         .route(Route::new("chat").providers(["primary", "fallback"]))
@@ -659,7 +706,10 @@ async fn probes_and_slow_start_together() {
 async fn bad_probe_and_slow_start_settings_name_their_field() {
     let op = || async { Ok::<(), FakeError>(()) };
     let cases: Vec<(Provider, &str)> = vec![
-        (Provider::new("p").probe(Duration::ZERO, op), "probe.interval"),
+        (
+            Provider::new("p").probe(Duration::ZERO, op),
+            "probe.interval",
+        ),
         (
             Provider::new("p").probe_with(Probe::new(secs(5), op).timeout(Duration::ZERO)),
             "probe.timeout",
@@ -683,7 +733,10 @@ async fn bad_probe_and_slow_start_settings_name_their_field() {
         assert_eq!(err.field(), Some(field), "{err}");
         assert!(err.to_string().contains("provider `p`"), "{err}");
         let built = Supervisor::builder().provider(provider).build().await;
-        assert!(matches!(built, Err(ConfigError::InvalidValue { .. })), "{field}");
+        assert!(
+            matches!(built, Err(ConfigError::InvalidValue { .. })),
+            "{field}"
+        );
     }
 }
 
@@ -699,8 +752,9 @@ fn slow_start_is_in_the_toml_format_and_a_probe_is_not() {
     assert!(text.contains("slow_start = \"5s\""), "{text}");
     assert_eq!(fusebox::Config::from_toml_str(&text).unwrap(), config);
 
-    let err = fusebox::Config::from_toml_str("[[providers]]\nname = \"a\"\nslow_start = \"soon\"\n")
-        .unwrap_err();
+    let err =
+        fusebox::Config::from_toml_str("[[providers]]\nname = \"a\"\nslow_start = \"soon\"\n")
+            .unwrap_err();
     assert_eq!(err.field(), Some("slow_start"), "{err}");
     let err = fusebox::Config::from_toml_str("[[providers]]\nname = \"a\"\nprobe = \"5s\"\n")
         .unwrap_err();
@@ -715,7 +769,10 @@ fn providers_with_probes_stay_clone_debug_and_comparable() {
     let other = Provider::new("p").probe(secs(5), || async { Ok::<(), FakeError>(()) });
     assert_ne!(p, other, "another closure is another probe");
     let shown = format!("{p:?}");
-    assert!(shown.contains("Probe") && shown.contains("interval: 5s"), "{shown}");
+    assert!(
+        shown.contains("Probe") && shown.contains("interval: 5s"),
+        "{shown}"
+    );
     let probe = p.probe_config().unwrap();
     assert_eq!(
         (

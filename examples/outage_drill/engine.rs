@@ -114,10 +114,17 @@ pub(crate) fn probed_supervisor_builder(
 
 /// When the first provider's last fault window ends (its recovery), from the start.
 pub(crate) fn primary_recovery(scenario: &Scenario) -> Option<Duration> {
-    scenario.providers.first()?.faults.faults.iter().filter_map(|f| match f.when {
-        fusebox::testing::When::Between { until, .. } => Some(until),
-        _ => None,
-    }).max()
+    scenario
+        .providers
+        .first()?
+        .faults
+        .faults
+        .iter()
+        .filter_map(|f| match f.when {
+            fusebox::testing::When::Between { until, .. } => Some(until),
+            _ => None,
+        })
+        .max()
 }
 
 fn probe_of(mock: &MockLlm, every: Duration) -> fusebox::Probe {
@@ -386,7 +393,9 @@ fn record_fusebox(
     }
     let first_served = matches!(&result, Ok(routed)
         if routed.attempts.len() == 1 && names.first().is_some_and(|n| routed.provider == n.as_str()));
-    log.report.firsts.push(((t0 - start).as_secs_f64(), first_served));
+    log.report
+        .firsts
+        .push(((t0 - start).as_secs_f64(), first_served));
     match result {
         Ok(routed) => {
             let i = names

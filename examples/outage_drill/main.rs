@@ -119,12 +119,14 @@ fn describe(event: &Event) -> String {
             cause.as_str(),
             retry_after.as_secs_f64()
         ),
-        EventKind::CircuitClosed | EventKind::CircuitIsolated | EventKind::CircuitHalfOpened => format!(
-            "{:<24} {:<10} {}",
-            event.name(),
-            event.provider,
-            event.cause.map_or("", |c| c.as_str())
-        ),
+        EventKind::CircuitClosed | EventKind::CircuitIsolated | EventKind::CircuitHalfOpened => {
+            format!(
+                "{:<24} {:<10} {}",
+                event.name(),
+                event.provider,
+                event.cause.map_or("", |c| c.as_str())
+            )
+        }
         EventKind::ThresholdsAdapted {
             tier,
             failure_threshold,

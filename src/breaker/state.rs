@@ -691,8 +691,7 @@ impl State {
     /// the deadline of an open caused by a rate limit (the provider said when to come back:
     /// a probe of another endpoint does not overrule it).
     pub fn probe_succeeded(&mut self, now: Instant) -> Option<Transition> {
-        if !matches!(self.phase, Phase::Open { .. }) || self.probe_floor.is_some_and(|f| now < f)
-        {
+        if !matches!(self.phase, Phase::Open { .. }) || self.probe_floor.is_some_and(|f| now < f) {
             return None;
         }
         Some(self.transition(

@@ -7,8 +7,8 @@
 mod adaptive;
 mod breaker;
 mod bulkhead;
-mod probe;
 pub mod file;
+mod probe;
 mod provider;
 mod route;
 

@@ -13,6 +13,6 @@ pub(crate) use actor::{CircuitChanged, Ctx, Delivery, ProviderActor, Tick};
 pub(crate) use counters::Count;
 pub use handle::ProviderHandle;
 pub(crate) use handle::{Admitted, Reject};
-pub(crate) use shared::{Closing, Shared};
 pub(crate) use probe::ProbeOutcome;
+pub(crate) use shared::{Closing, Shared};
 pub use status::ProviderStatus;

@@ -195,8 +195,8 @@ impl Message<ProbeDone> for ProviderActor {
         let mut next = None;
         let prober = self.prober();
         self.decide(|core, now| {
-            let current = core.breaker.epoch() == msg.epoch
-                && core.breaker.state() == CircuitState::Open;
+            let current =
+                core.breaker.epoch() == msg.epoch && core.breaker.state() == CircuitState::Open;
             if !current {
                 return None;
             }

@@ -56,8 +56,8 @@ pub use actor::{
     PROMOTE_AT_PERCENT,
 };
 pub use attempt::{Attempt, AttemptOutcome, Attempts, Routed};
-pub use ramp::SLOW_START_FLOOR_PERCENT;
 pub(crate) use failover::{run, Attempter, Calls};
+pub use ramp::SLOW_START_FLOOR_PERCENT;
 pub use status::{RouteMember, RouteStatus, RouterStatus};
 pub use table::Reason;
 pub(crate) use table::{AttemptResult, RouteCounters, Table};

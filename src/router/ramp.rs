@@ -87,16 +87,13 @@ impl Ramp {
                 let elapsed = Instant::now().saturating_duration_since(start);
                 if elapsed >= self.window {
                     // Over: back to the one-load path (unless it was re-armed meanwhile).
-                    let _ = self.word.compare_exchange(
-                        word,
-                        IDLE,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    );
+                    let _ =
+                        self.word
+                            .compare_exchange(word, IDLE, Ordering::AcqRel, Ordering::Acquire);
                     return FULL;
                 }
-                let grown = (FULL - FLOOR) as u128 * elapsed.as_nanos()
-                    / self.window.as_nanos().max(1);
+                let grown =
+                    (FULL - FLOOR) as u128 * elapsed.as_nanos() / self.window.as_nanos().max(1);
                 FLOOR + u64::try_from(grown).unwrap_or(FULL - FLOOR)
             }
         }
