@@ -242,3 +242,29 @@ async fn a_fallback_route_must_exist() {
     assert_eq!(config.routes[0].on_content_policy_config(), Some("s"));
     assert_eq!(config.providers[0].max_context_config(), Some(8_192));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_larger_window_that_fails_leaves_the_provider_failure() {
+    let servers = Servers::new(&[
+        ("gpt-8k", 400, OPENAI_CONTEXT),
+        (
+            "gpt-128k",
+            503,
+            r#"{"error": {"message": "down", "type": "server_error"}}"#,
+        ),
+    ])
+    .await;
+    let fuse = Supervisor::builder()
+        .provider(Provider::new("gpt-8k").max_context(8_192))
+        .provider(Provider::new("gpt-128k").max_context(128_000))
+        .route(Route::new("chat").providers(["gpt-8k", "gpt-128k"]))
+        .build()
+        .await
+        .unwrap();
+    let err = servers.route(&fuse, "chat").await.unwrap_err();
+    // Worth retrying later: the larger window exists, it was down.
+    assert!(matches!(err, RouteError::Exhausted { .. }), "{err:?}");
+    assert_eq!(err.attempts().len(), 2);
+    assert_eq!(fuse.provider("gpt-128k").unwrap().status().failed, 1);
+    assert_eq!(fuse.provider("gpt-8k").unwrap().status().failed, 0);
+}

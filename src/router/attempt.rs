@@ -38,7 +38,9 @@ pub enum AttemptOutcome {
         retry_after: Duration,
     },
     /// Called; the provider's error had this verdict (a failure, rate limit or isolating
-    /// error moves on to the next provider; an ignored one ends the routed call).
+    /// error moves on to the next provider; an ignored one ends the routed call, unless its
+    /// class is a context window exceeded, which moves on to a larger window, or a content
+    /// policy refusal on a route with an `on_content_policy` route).
     Failed(#[serde(serialize_with = "crate::events::ser::verdict")] Verdict),
     /// Called; exceeded the provider's call timeout (counts as a failure).
     TimedOut(#[serde(serialize_with = "crate::events::ser::after")] Duration),

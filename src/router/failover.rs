@@ -188,6 +188,8 @@ where
     let mut waited = Duration::ZERO;
     // After a context-window error: the window it did not fit, and the error.
     let mut too_long: Option<(u64, E)> = None;
+    // Whether a larger window was called after it, and failed (the provider's fault).
+    let mut failed_larger = false;
     loop {
         let mut earliest: Option<Duration> = None;
         // The first saturated member with a queue: where the call waits if nothing else can
@@ -275,7 +277,10 @@ where
                 Step::Served(value) => {
                     return Ok(served(view, first, index, value, attempts));
                 }
-                Step::Next(error) => last = Some(error),
+                Step::Next(error) => {
+                    failed_larger |= too_long.is_some();
+                    last = Some(error);
+                }
                 Step::TooLong(error) => {
                     let window = retry::max_context(handle).unwrap_or(0);
                     too_long = Some((window, error));
@@ -283,8 +288,8 @@ where
                 step => return step.end(view, attempts),
             }
         }
-        if let Some((_, error)) = too_long {
-            // No larger window served it: the caller's request does not fit.
+        if let Some((_, error)) = too_long.take_if(|_| !failed_larger) {
+            // No larger window could serve it: the caller's request does not fit.
             return Err(RouteError::NotRetryable {
                 error,
                 attempts: attempts.into_vec(),
