@@ -2,6 +2,7 @@
 
 mod actor;
 mod counters;
+mod fleet;
 mod handle;
 mod shared;
 mod status;
@@ -10,6 +11,7 @@ mod status;
 pub(crate) use actor::Crash;
 pub(crate) use actor::{CircuitChanged, Ctx, Delivery, ProviderActor, Tick};
 pub(crate) use counters::Count;
+pub(crate) use fleet::{Change, FleetPort, Lease, LocalChange, RemoteChange};
 pub use handle::ProviderHandle;
 pub(crate) use handle::{Admitted, Reject};
 pub(crate) use shared::{Closing, Shared};

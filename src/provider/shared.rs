@@ -104,6 +104,9 @@ pub(crate) struct Shared {
     latency: AtomicU64,
     /// The provider's latest rate-limit headroom (`ProviderHandle::record_headroom`).
     pub(crate) headroom: crate::headroom::HeadroomCell,
+    /// The fleet link, when replicas share circuit state (`fusebox::fleet`): set by the
+    /// supervisor before the actor starts, never read on a closed circuit's call path.
+    pub(crate) fleet: Option<std::sync::Arc<dyn super::fleet::FleetPort>>,
 }
 
 fn encode(state: CircuitState, epoch: u64) -> u64 {
@@ -168,6 +171,7 @@ impl Shared {
             taken_successes: AtomicU64::new(0),
             latency_wanted: AtomicBool::new(false),
             headroom: crate::headroom::HeadroomCell::new(),
+            fleet: None,
             #[cfg(feature = "testing")]
             poison_reports: AtomicBool::new(false),
             config,
