@@ -118,6 +118,11 @@ pub struct ProviderStatus {
     /// ([`HeadroomCell::current`](crate::headroom::HeadroomCell::current)). `None` when
     /// nothing was recorded or every quota has reset since.
     pub headroom: Option<crate::headroom::Headroom>,
+    /// With a fleet (feature `redis`): whether the fleet link reaches Redis, so that this
+    /// provider's changes are shared (`false`: it decides alone for now). `None`, and
+    /// absent from the JSON, without a fleet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet_connected: Option<bool>,
 }
 
 impl ProviderStatus {
@@ -176,6 +181,7 @@ impl ProviderStatus {
             last_failure: s.last_failure,
             actor_messages: core.decisions,
             headroom: shared.headroom.current(now),
+            fleet_connected: shared.fleet.as_ref().map(|port| port.connected()),
         };
         drop(core);
         let finished = status.successful + status.failed + status.ignored + status.cancelled;
