@@ -177,6 +177,7 @@ const TOP_KEYS: &[&str] = &[
     "fleet",
 ];
 /// The keys of `[fleet]` (feature `redis`).
+#[cfg(feature = "redis")]
 const FLEET_KEYS: &[&str] = &[
     "url",
     "namespace",
@@ -722,6 +723,10 @@ impl Converter<'_> {
         let mut fleet = super::Fleet::redis(url);
         if let Some(url) = table.get("url") {
             self.note("fleet.url", fleet.url(), url);
+            // Quoted in errors without its password.
+            if let Some(noted) = self.lines.fields.last_mut() {
+                noted.written = format!("\"{}\"", fleet.url());
+            }
         }
         if let Some(ns) = table.get("namespace") {
             let name = self.string("fleet.namespace", ns)?.to_owned();

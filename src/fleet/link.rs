@@ -28,7 +28,8 @@ use crate::{ProviderHandle, ProviderId};
 const WRITE: &str = r#"
 -- KEYS[1]: the provider's record hash; KEYS[2]: its trial lease.
 -- ARGV[1]: the change channel; ARGV[2]: the generation the writer last saw;
--- ARGV[3], ARGV[4]: the record before and after its generation; ARGV[5]: the writer.
+-- ARGV[3], ARGV[4]: the record before and after its generation; ARGV[5]: the writer;
+-- ARGV[6]: for an open, its remaining milliseconds, else 0.
 local function ms(t) return string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)) end
 local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind ~= 'hash' and kind ~= 'none' then
@@ -48,8 +49,14 @@ local gen = string.format('%d', seen + 1)
 local record = ARGV[3] .. gen .. ARGV[4]
 redis.call('HSET', KEYS[1], 'gen', gen, 'record', record, 'at', now)
 redis.call('PUBLISH', ARGV[1], record)
+-- The writer's trial lease: kept to the end of a re-open (no other replica trials before
+-- it has heard of the re-open), given back otherwise.
 if redis.pcall('GET', KEYS[2]) == ARGV[5] then
-  redis.call('DEL', KEYS[2])
+  if (tonumber(ARGV[6]) or 0) > 0 then
+    redis.call('PEXPIRE', KEYS[2], ARGV[6])
+  else
+    redis.call('DEL', KEYS[2])
+  end
 end
 return {'1', gen}
 "#;
@@ -596,6 +603,10 @@ impl Task {
                 }
         );
         let (head, tail) = record::encode_parts(name, &kind, &self.link.replica);
+        let open_ms = match kind {
+            Kind::Open { remaining, .. } => u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),
+            _ => 0,
+        };
         let mut over = None;
         for _ in 0..3 {
             let expected = over.unwrap_or_else(|| self.seen.get(name).copied().unwrap_or(0));
@@ -609,6 +620,7 @@ impl Task {
                 .arg(&head)
                 .arg(&tail)
                 .arg(&self.link.replica)
+                .arg(open_ms)
                 .invoke_async(conn)
                 .await?;
             let field = |i: usize| reply.get(i).map(Vec::as_slice).unwrap_or_default();

@@ -2,6 +2,8 @@
 
 mod actor;
 mod counters;
+// Without the `redis` feature no link exists: the port is never set.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 mod fleet;
 mod handle;
 mod shared;
@@ -11,7 +13,9 @@ mod status;
 pub(crate) use actor::Crash;
 pub(crate) use actor::{CircuitChanged, Ctx, Delivery, ProviderActor, Tick};
 pub(crate) use counters::Count;
-pub(crate) use fleet::{Change, FleetPort, Lease, LocalChange, RemoteChange};
+pub(crate) use fleet::FleetPort;
+#[cfg(feature = "redis")]
+pub(crate) use fleet::{Change, Lease, LocalChange, RemoteChange};
 pub use handle::ProviderHandle;
 pub(crate) use handle::{Admitted, Reject};
 pub(crate) use shared::{Closing, Shared};

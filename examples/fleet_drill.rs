@@ -1,0 +1,2 @@
+//! The fleet drill (written next).
+fn main() {}
