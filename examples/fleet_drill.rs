@@ -20,8 +20,7 @@ use fusebox::fleet::Fleet;
 use fusebox::http::HttpError;
 use fusebox::testing::{FaultKind, FaultScript, MockLlm};
 use fusebox::{
-    Breaker, Cause, CircuitState, Event, EventKind, Origin, Provider, ProviderId, Route,
-    Supervisor,
+    Breaker, Cause, CircuitState, Event, EventKind, Origin, Provider, ProviderId, Route, Supervisor,
 };
 use tokio::sync::broadcast::error::RecvError;
 
@@ -139,7 +138,10 @@ fn builder() -> fusebox::SupervisorBuilder {
     }
     builder
         // A provider only the propagation rounds trip.
-        .provider(Provider::new("probe").breaker(Breaker::consecutive(1).open_for(Duration::from_secs(60))))
+        .provider(
+            Provider::new("probe")
+                .breaker(Breaker::consecutive(1).open_for(Duration::from_secs(60))),
+        )
         .route(Route::new("chat").providers(PROVIDERS))
 }
 
@@ -156,7 +158,10 @@ fn start(fleet: Option<Fleet>, urls: &[String]) -> Result<Fleet3, Error> {
         let (traffic, stop) = (traffic.clone(), stop.clone());
         let (thread_calls, thread_events) = (calls.clone(), events.clone());
         let thread = std::thread::spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(runtime) => runtime,
                 Err(e) => return drop(tx.send(Err(e.to_string()))),
             };
@@ -254,7 +259,11 @@ impl Fleet3 {
     fn states(&self, provider: &str) -> Vec<CircuitState> {
         self.replicas
             .iter()
-            .map(|r| r.fuse.provider(provider).map_or(CircuitState::Closed, |p| p.state()))
+            .map(|r| {
+                r.fuse
+                    .provider(provider)
+                    .map_or(CircuitState::Closed, |p| p.state())
+            })
             .collect()
     }
 }
@@ -374,7 +383,10 @@ async fn next(
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(2), wait).await.ok().flatten()
+    tokio::time::timeout(Duration::from_secs(2), wait)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Trip-and-reset rounds on `probe`: how long one replica's open (and reset) takes to reach
@@ -384,11 +396,16 @@ async fn propagation(fleet: &Fleet3) -> (Vec<Duration>, Vec<Duration>, usize) {
     for round in 0..ROUNDS {
         let k = round % REPLICAS;
         let others: Vec<usize> = (0..REPLICAS).filter(|&j| j != k).collect();
-        let mut rxs: Vec<_> = others.iter().map(|&j| fleet.replicas[j].fuse.subscribe()).collect();
+        let mut rxs: Vec<_> = others
+            .iter()
+            .map(|&j| fleet.replicas[j].fuse.subscribe())
+            .collect();
         let started = SystemTime::now();
         let _ = fleet.replicas[k]
             .fuse
-            .call("probe", || async { Err::<(), _>(fusebox::Verdict::Failure) })
+            .call("probe", || async {
+                Err::<(), _>(fusebox::Verdict::Failure)
+            })
             .await;
         for rx in &mut rxs {
             match next(rx, "probe", "llm.circuit_opened").await {
@@ -419,7 +436,9 @@ async fn main() -> Result<(), Error> {
     let urls: Vec<String> = mocks.iter().map(MockLlm::openai_url).collect();
     let primary = &mocks[0];
 
-    println!("fleet drill: {REPLICAS} replicas (a Supervisor each, in its own thread and runtime),");
+    println!(
+        "fleet drill: {REPLICAS} replicas (a Supervisor each, in its own thread and runtime),"
+    );
     println!(
         "route chat = {PROVIDERS:?} on MockLlm servers; each replica calls every {} ms;",
         THINK.as_millis()
@@ -440,7 +459,9 @@ async fn main() -> Result<(), Error> {
     let linked = start(Some(fleet), &urls)?;
     let shared = outage(&linked, primary).await;
 
-    println!("(shared: one fleet-wide trial per half-open period; after the fleet sees the close, each");
+    println!(
+        "(shared: one fleet-wide trial per half-open period; after the fleet sees the close, each"
+    );
     println!(" other replica confirms with one local trial of its own.)\n");
     let spread = |p: &Phase| p.stop_spread.map_or("-".to_owned(), ms);
     println!("{:<52} {:>14} {:>16}", "", "unshared", "shared (Redis)");
@@ -471,7 +492,11 @@ async fn main() -> Result<(), Error> {
         format!("{} / {}", shared.routed_failed, shared.calls),
     );
     row("routed call latency p99", ms(unshared.p99), ms(shared.p99));
-    row("slowest routed call", ms(unshared.slowest), ms(shared.slowest));
+    row(
+        "slowest routed call",
+        ms(unshared.slowest),
+        ms(shared.slowest),
+    );
 
     // Propagation: a trip (and a reset) on one replica, seen by the other two.
     let (mut opens, mut resets, missed) = propagation(&linked).await;

@@ -198,12 +198,18 @@ async fn a_fleet_of_three_sends_one_trial() {
     for caller in callers {
         caller.abort();
     }
-    assert!(reopened, "the failed trial re-opened every replica's circuit");
+    assert!(
+        reopened,
+        "the failed trial re-opened every replica's circuit"
+    );
     let deferred: Vec<u64> = fleet_of_three
         .iter()
         .map(|f| f.fleet_status().unwrap().trials_deferred)
         .collect();
-    assert_eq!(trials, 1, "one trial for the whole fleet (deferred: {deferred:?})");
+    assert_eq!(
+        trials, 1,
+        "one trial for the whole fleet (deferred: {deferred:?})"
+    );
     let leased: u64 = fleet_of_three
         .iter()
         .map(|f| f.fleet_status().unwrap().trials_leased)
@@ -256,7 +262,10 @@ async fn redis_stopped_mid_traffic_delays_nothing_and_replicas_converge_after_re
         state(&b) == CircuitState::Open && a.fleet_status().unwrap().connected
     })
     .await;
-    assert!(converged, "A's open was written once Redis was back, and B applied it");
+    assert!(
+        converged,
+        "A's open was written once Redis was back, and B applied it"
+    );
     assert!(until(SOON, || a.fleet_status().unwrap().pending == 0).await);
     assert!(a.fleet_status().unwrap().reconnects >= 1);
     assert_eq!(b.health().fleet_connected, Some(true));
@@ -292,7 +301,8 @@ async fn a_stale_record_never_overrides_a_newer_one() {
     assert_eq!(generation, 1);
 
     // A record at or below the generation B applied, published and stored: ignored.
-    let stale = r#"{"v":1,"gen":1,"provider":"p","change":"isolate","cause":"operator","replica":"old"}"#;
+    let stale =
+        r#"{"v":1,"gen":1,"provider":"p","change":"isolate","cause":"operator","replica":"old"}"#;
     let _: () = redis::cmd("PUBLISH")
         .arg("fusebox:stale:changes")
         .arg(stale)
@@ -307,11 +317,20 @@ async fn a_stale_record_never_overrides_a_newer_one() {
         .await
         .unwrap();
     tokio::time::sleep(RESYNC * 3).await;
-    assert_ne!(state(&b), CircuitState::Isolated, "a stale record changes nothing");
-    assert_ne!(state(&a), CircuitState::Isolated, "a stale record changes nothing");
+    assert_ne!(
+        state(&b),
+        CircuitState::Isolated,
+        "a stale record changes nothing"
+    );
+    assert_ne!(
+        state(&a),
+        CircuitState::Isolated,
+        "a stale record changes nothing"
+    );
 
     // A newer record A has not seen (generation 5: another replica isolated the provider).
-    let newer = r#"{"v":1,"gen":5,"provider":"p","change":"isolate","cause":"operator","replica":"ops"}"#;
+    let newer =
+        r#"{"v":1,"gen":5,"provider":"p","change":"isolate","cause":"operator","replica":"ops"}"#;
     let _: () = redis::cmd("HSET")
         .arg(key)
         .arg("gen")
@@ -383,7 +402,11 @@ async fn hostile_records_give_a_typed_error_and_change_nothing() {
         "{:?}",
         b.fleet_status()
     );
-    let _: () = redis::cmd("DEL").arg(key).query_async(&mut raw).await.unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(key)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
     let _: () = redis::cmd("RPUSH")
         .arg(key)
         .arg("surprise")
@@ -393,7 +416,10 @@ async fn hostile_records_give_a_typed_error_and_change_nothing() {
     assert!(
         until(SOON, || matches!(
             b.fleet_status().unwrap().last_error,
-            Some(FleetError::InvalidRecord { problem: fusebox::fleet::RecordProblem::WrongType(_), .. })
+            Some(FleetError::InvalidRecord {
+                problem: fusebox::fleet::RecordProblem::WrongType(_),
+                ..
+            })
         ))
         .await,
         "{:?}",
@@ -407,7 +433,11 @@ async fn hostile_records_give_a_typed_error_and_change_nothing() {
     // The link still works, and the next write replaces the wrong-typed key.
     let _ = fail(&a).await;
     assert!(until(SOON, || state(&b) == CircuitState::Open).await);
-    let kind: String = redis::cmd("TYPE").arg(key).query_async(&mut raw).await.unwrap();
+    let kind: String = redis::cmd("TYPE")
+        .arg(key)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
     assert_eq!(kind, "hash");
 }
 
@@ -439,7 +469,10 @@ async fn the_fleet_table_in_toml_starts_a_linked_replica() {
     assert!(until(SOON, || state(&b) == CircuitState::Open).await);
     let rendered = a.config().to_toml_string();
     assert!(rendered.contains("[fleet]"), "{rendered}");
-    assert_eq!(fusebox::Config::from_toml_str(&rendered).unwrap(), *a.config());
+    assert_eq!(
+        fusebox::Config::from_toml_str(&rendered).unwrap(),
+        *a.config()
+    );
 }
 
 #[test]
@@ -451,8 +484,14 @@ fn bad_fleet_settings_name_their_field() {
             .map(str::to_owned)
     };
     let with = |fleet: &str| format!("[[providers]]\nname = \"p\"\n[fleet]\n{fleet}\n");
-    assert_eq!(field(&with("url = \"rediss://h/\"")).as_deref(), Some("fleet.url"));
-    assert_eq!(field(&with("namespace = \"x\"")).as_deref(), Some("fleet.url"));
+    assert_eq!(
+        field(&with("url = \"rediss://h/\"")).as_deref(),
+        Some("fleet.url")
+    );
+    assert_eq!(
+        field(&with("namespace = \"x\"")).as_deref(),
+        Some("fleet.url")
+    );
     assert_eq!(
         field(&with("url = \"redis://h/\"\nnamespace = \"a b\"")).as_deref(),
         Some("fleet.namespace")

@@ -238,10 +238,7 @@ mod tests {
             redacted("redis://user:secret@127.0.0.1:6379/0"),
             "redis://user:***@127.0.0.1:6379/0"
         );
-        assert_eq!(
-            redacted("redis://:secret@host/"),
-            "redis://:***@host/"
-        );
+        assert_eq!(redacted("redis://:secret@host/"), "redis://:***@host/");
         assert_eq!(redacted("redis://host:6379"), "redis://host:6379");
         assert!(!format!("{:?}", Fleet::redis("redis://:pw@h/")).contains("pw"));
     }
@@ -249,8 +246,14 @@ mod tests {
     #[test]
     fn bad_settings_name_their_field() {
         let field = |f: Fleet| f.validate().unwrap_err().field().map(str::to_owned);
-        assert_eq!(field(Fleet::redis("rediss://h/")).as_deref(), Some("fleet.url"));
-        assert_eq!(field(Fleet::redis("http://h/")).as_deref(), Some("fleet.url"));
+        assert_eq!(
+            field(Fleet::redis("rediss://h/")).as_deref(),
+            Some("fleet.url")
+        );
+        assert_eq!(
+            field(Fleet::redis("http://h/")).as_deref(),
+            Some("fleet.url")
+        );
         let ok = Fleet::redis("redis://127.0.0.1/");
         assert!(ok.validate().is_ok());
         assert_eq!(

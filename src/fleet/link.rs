@@ -219,14 +219,7 @@ pub(crate) fn start(fleet: &Fleet) -> Result<(Arc<Link>, Starter), ConfigError> 
         read: Script::new(READ),
     });
     crate::metrics::fleet_connected(false);
-    Ok((
-        link.clone(),
-        Starter {
-            link,
-            client,
-            rx,
-        },
-    ))
+    Ok((link.clone(), Starter { link, client, rx }))
 }
 
 impl Starter {
@@ -336,7 +329,9 @@ impl FleetPort for Link {
             let _ = answer.send(Lease::Local);
             return lease;
         };
-        let ttl = ttl.min(self.fleet.trial_lease).max(Duration::from_millis(1));
+        let ttl = ttl
+            .min(self.fleet.trial_lease)
+            .max(Duration::from_millis(1));
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         let key = self.lease_key(name);
         let name = name.to_owned();
@@ -465,13 +460,16 @@ impl Task {
     }
 
     fn keep(&mut self, change: LocalChange) {
-        self.pending.insert(change.provider.as_str().to_owned(), change);
+        self.pending
+            .insert(change.provider.as_str().to_owned(), change);
         self.link
             .pending
             .store(self.pending.len() as u64, Ordering::Relaxed);
     }
 
-    async fn connect(&self) -> Result<(MultiplexedConnection, redis::aio::PubSubStream), FleetError> {
+    async fn connect(
+        &self,
+    ) -> Result<(MultiplexedConnection, redis::aio::PubSubStream), FleetError> {
         let timeout = self.link.fleet.connect_timeout;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -604,7 +602,9 @@ impl Task {
         );
         let (head, tail) = record::encode_parts(name, &kind, &self.link.replica);
         let open_ms = match kind {
-            Kind::Open { remaining, .. } => u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),
+            Kind::Open { remaining, .. } => {
+                u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX)
+            }
             _ => 0,
         };
         let mut over = None;
@@ -743,7 +743,12 @@ impl Task {
             // Not configured on this replica.
             return;
         };
-        if handle.actor.tell(RemoteChange { change }).try_send().is_ok() {
+        if handle
+            .actor
+            .tell(RemoteChange { change })
+            .try_send()
+            .is_ok()
+        {
             self.link.applied.fetch_add(1, Ordering::Relaxed);
             crate::metrics::fleet_change("applied");
         }
@@ -777,7 +782,10 @@ impl Task {
                 .and_then(|s| s.parse::<u64>().ok())
         };
         let now = reply.first().and_then(|b| number(b)).unwrap_or(0);
-        for (name, entry) in names.iter().zip(reply.get(1..).unwrap_or_default().chunks(4)) {
+        for (name, entry) in names
+            .iter()
+            .zip(reply.get(1..).unwrap_or_default().chunks(4))
+        {
             let [kind, generation, record, at] = entry else {
                 break;
             };
@@ -785,7 +793,8 @@ impl Task {
                 b"none" => continue,
                 b"hash" => {}
                 other => {
-                    let problem = RecordProblem::WrongType(String::from_utf8_lossy(other).into_owned());
+                    let problem =
+                        RecordProblem::WrongType(String::from_utf8_lossy(other).into_owned());
                     self.refuse(
                         name,
                         FleetError::InvalidRecord {

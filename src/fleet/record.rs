@@ -151,8 +151,8 @@ pub(crate) fn decode(provider: Option<&str>, bytes: &[u8]) -> Result<Record, Fle
         return Err(invalid(RecordProblem::TooLong(bytes.len())));
     }
     let text = std::str::from_utf8(bytes).map_err(|_| invalid(RecordProblem::NotUtf8))?;
-    let wire: Wire = serde_json::from_str(text)
-        .map_err(|e| invalid(RecordProblem::Malformed(e.to_string())))?;
+    let wire: Wire =
+        serde_json::from_str(text).map_err(|e| invalid(RecordProblem::Malformed(e.to_string())))?;
     let invalid = |problem: RecordProblem| FleetError::InvalidRecord {
         provider: Some(provider.unwrap_or(&wire.provider).to_owned()),
         problem,
@@ -177,8 +177,8 @@ pub(crate) fn decode(provider: Option<&str>, bytes: &[u8]) -> Result<Record, Fle
     {
         return Err(invalid(RecordProblem::Replica));
     }
-    let cause =
-        cause_named(&wire.cause).ok_or_else(|| invalid(RecordProblem::Cause(wire.cause.clone())))?;
+    let cause = cause_named(&wire.cause)
+        .ok_or_else(|| invalid(RecordProblem::Cause(wire.cause.clone())))?;
     let kind = match wire.change.as_str() {
         "open" => {
             let failures = wire
@@ -311,7 +311,9 @@ mod tests {
             RecordProblem::Change(_)
         ));
         assert!(matches!(
-            problem(&format!(r#"{{"v":1,"gen":1,"change":"reset",{base},"extra":1}}"#)),
+            problem(&format!(
+                r#"{{"v":1,"gen":1,"change":"reset",{base},"extra":1}}"#
+            )),
             RecordProblem::Malformed(_)
         ));
         assert!(matches!(
@@ -325,19 +327,27 @@ mod tests {
             RecordProblem::Field("remaining_ms")
         ));
         assert!(matches!(
-            problem(&format!(r#"{{"v":1,"gen":1,"change":"reset","remaining_ms":5,{base}}}"#)),
+            problem(&format!(
+                r#"{{"v":1,"gen":1,"change":"reset","remaining_ms":5,{base}}}"#
+            )),
             RecordProblem::Field("remaining_ms")
         ));
         assert!(matches!(
-            problem(r#"{"v":1,"gen":1,"change":"reset","provider":"other","cause":"operator","replica":"r"}"#),
+            problem(
+                r#"{"v":1,"gen":1,"change":"reset","provider":"other","cause":"operator","replica":"r"}"#
+            ),
             RecordProblem::Provider { .. }
         ));
         assert!(matches!(
-            problem(r#"{"v":1,"gen":1,"change":"reset","provider":"p","cause":"boredom","replica":"r"}"#),
+            problem(
+                r#"{"v":1,"gen":1,"change":"reset","provider":"p","cause":"boredom","replica":"r"}"#
+            ),
             RecordProblem::Cause(_)
         ));
         assert!(matches!(
-            problem(r#"{"v":1,"gen":1,"change":"reset","provider":"p","cause":"operator","replica":""}"#),
+            problem(
+                r#"{"v":1,"gen":1,"change":"reset","provider":"p","cause":"operator","replica":""}"#
+            ),
             RecordProblem::Replica
         ));
         assert!(matches!(

@@ -87,9 +87,10 @@ impl Message<RemoteChange> for ProviderActor {
                 until,
                 cause,
                 failures,
-            } => core
-                .breaker
-                .remote_open(until.saturating_duration_since(now), cause, failures, now),
+            } => {
+                core.breaker
+                    .remote_open(until.saturating_duration_since(now), cause, failures, now)
+            }
             Change::Isolate { cause } => core.breaker.remote_isolate(cause, now),
             Change::Reset => core.breaker.reset(now),
             Change::Close { cause } => core.breaker.remote_close(cause, now),
@@ -120,7 +121,10 @@ impl ProviderHandle {
         };
         let breaker = &shared.config.breaker;
         let ttl = breaker.trial_timeout.unwrap_or(breaker.open_for);
-        let lease = port.trial_lease(&shared.id, ttl).await.unwrap_or(Lease::Local);
+        let lease = port
+            .trial_lease(&shared.id, ttl)
+            .await
+            .unwrap_or(Lease::Local);
         match lease {
             Lease::Granted | Lease::Local if shared.gate().epoch == epoch => TrialGate::Proceed,
             Lease::Granted | Lease::Local => TrialGate::Moved,

@@ -89,7 +89,10 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("{BINARY} on port {} did not answer PING within 10 s", self.port);
+        panic!(
+            "{BINARY} on port {} did not answer PING within 10 s",
+            self.port
+        );
     }
 }
 
@@ -113,5 +116,7 @@ fn ping(url: &str) -> bool {
     let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200)) else {
         return false;
     };
-    redis::cmd("PING").query::<String>(&mut conn).is_ok_and(|pong| pong == "PONG")
+    redis::cmd("PING")
+        .query::<String>(&mut conn)
+        .is_ok_and(|pong| pong == "PONG")
 }
