@@ -214,10 +214,11 @@ fn start(fleet: Option<Fleet>, urls: &[String]) -> Result<Fleet3, Error> {
                             }
                         })
                         .await;
-                    let mut calls = lock(&thread_calls);
-                    calls.latencies.push(started.elapsed());
-                    calls.failed += u64::from(routed.is_err());
-                    drop(calls);
+                    {
+                        let mut calls = lock(&thread_calls);
+                        calls.latencies.push(started.elapsed());
+                        calls.failed += u64::from(routed.is_err());
+                    }
                     tokio::time::sleep(think).await;
                 }
                 fuse.shutdown(Duration::from_secs(1)).await;

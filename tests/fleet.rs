@@ -5,6 +5,7 @@
 //! These run in real time (the network does), with generous but bounded waits: a condition
 //! is polled up to a few seconds, never slept for a fixed time and then asserted on speed.
 #![cfg(feature = "redis")]
+#![allow(clippy::unwrap_used)]
 
 #[path = "support/redis.rs"]
 mod redis_server;

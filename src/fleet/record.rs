@@ -247,6 +247,7 @@ pub(crate) fn encode_parts(provider: &str, kind: &Kind, replica: &str) -> (Strin
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
