@@ -53,6 +53,8 @@
 //! has one; an opened circuit adds `failures` and `retry_after_seconds`; a close adds
 //! `out_for_seconds`; adapted thresholds add `tier`, `request_rate`, `failure_threshold` and
 //! `open_for_seconds`. Durations are fractional seconds. `message` is the event's `Display`.
+//! A change another replica of a fleet decided (`fusebox::fleet`, feature `redis`) adds
+//! `"origin": "remote"` (see [`Origin`]), and its `message` ends with `(from the fleet)`.
 //!
 //! # Lag
 //!

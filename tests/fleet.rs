@@ -54,6 +54,11 @@ async fn until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Whether `fuse`'s circuit has at most `d` left open.
+fn left_at_most(fuse: &Supervisor, d: Duration) -> bool {
+    fuse.status()[0].retry_after.is_some_and(|left| left <= d)
+}
+
 fn state(fuse: &Supervisor) -> CircuitState {
     fuse.provider("p").expect("provider").state()
 }
@@ -174,6 +179,9 @@ async fn a_fleet_of_three_sends_one_trial() {
     }
     let generation = |fuse: &Supervisor| fuse.status()[0].generation;
     let opened: Vec<u64> = fleet_of_three.iter().map(generation).collect();
+    assert!(fleet_of_three
+        .iter()
+        .all(|f| left_at_most(f, Duration::from_millis(400))));
 
     // Every replica keeps calling through the half-open period until the failed trial has
     // re-opened every circuit.
@@ -188,11 +196,17 @@ async fn a_fleet_of_three_sends_one_trial() {
             }
         }));
     }
+    // Re-opened everywhere: the failed trial's longer open (the backoff doubles to 800 ms)
+    // applied on every replica (a replica whose own deadline had not passed yet only has it
+    // pushed later, without a transition).
+    let left = |fuse: &Supervisor| fuse.status()[0].retry_after.unwrap_or_default();
     let reopened = until(Duration::from_secs(4), || {
         fleet_of_three
             .iter()
-            .zip(&opened)
-            .all(|(fuse, &at)| generation(fuse) >= at + 2 && state(fuse) == CircuitState::Open)
+            .any(|f| generation(f) >= opened[0] + 2)
+            && fleet_of_three
+                .iter()
+                .all(|f| state(f) == CircuitState::Open && left(f) > Duration::from_millis(450))
     })
     .await;
     let trials = sent.load(Ordering::SeqCst) - 2;
@@ -531,4 +545,34 @@ async fn a_replica_that_cannot_reach_redis_starts_and_serves() {
     assert_eq!(reply.unwrap(), 7);
     let _ = fail(&fuse).await;
     assert_eq!(state(&fuse), CircuitState::Open);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_deadline_on_an_open_circuit_reaches_the_other_replicas() {
+    let Some(redis) = RedisServer::start("hint") else {
+        return;
+    };
+    let breaker = Breaker::consecutive(1).open_for(Duration::from_secs(5));
+    let a = replica(fleet(&redis, "hint"), breaker.clone()).await;
+    let b = replica(fleet(&redis, "hint"), breaker).await;
+    let _ = fail(&a).await;
+    assert!(until(SOON, || state(&b) == CircuitState::Open).await);
+    let left = |fuse: &Supervisor| fuse.status()[0].retry_after.unwrap_or_default();
+    assert!(left(&b) <= Duration::from_secs(5));
+    // The provider announces its quota spent for 40 s: A's open deadline moves later (no
+    // transition), and B's with it.
+    let mut headroom = fusebox::headroom::Headroom::default();
+    headroom.requests = Some(
+        fusebox::headroom::Quota::new(0)
+            .with_limit(100)
+            .with_reset(Duration::from_secs(40)),
+    );
+    a.provider("p").unwrap().record_headroom(headroom);
+    assert!(until(SOON, || left(&a) > Duration::from_secs(35)).await);
+    assert!(
+        until(SOON, || left(&b) > Duration::from_secs(35)).await,
+        "B's deadline: {:?}",
+        left(&b)
+    );
+    assert_eq!(b.status()[0].generation, 1, "pushed later, not re-opened");
 }
