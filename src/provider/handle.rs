@@ -2,12 +2,15 @@
 
 use std::borrow::Borrow;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use futures::future::Either;
 use futures::Stream;
 use kameo::actor::ActorRef;
+use pin_project_lite::pin_project;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -16,7 +19,7 @@ use super::actor::{Admit, Control, Delivery, HeadroomNotice, ProviderActor, Tria
 use super::counters::Count;
 use super::shared::{Closing, Shared};
 use super::status::ProviderStatus;
-use crate::attempt::{self, Ended};
+use crate::attempt::Attempt;
 use crate::breaker::{CircuitState, Outcome, Permit, Rejection};
 use crate::bulkhead::Denied;
 use crate::stream::{self, GuardedStream};
@@ -278,40 +281,18 @@ impl ProviderHandle {
         T: 'a,
         E: 'a,
     {
+        let call = Call {
+            handle: self,
+            classify,
+            state: CallState::Start { op },
+        };
         let span = tracing::debug_span!("fusebox.call", provider = %self.shared.id);
         if span.is_disabled() {
             // No subscriber wants the span: skip the wrapper on the hot path.
-            return Either::Left(self.guarded(classify, op));
+            return Either::Left(call);
         }
         // Boxed, so that the wrapper costs the hot path nothing when tracing is off.
-        Either::Right(Box::pin(self.guarded(classify, op).instrument(span)))
-    }
-
-    /// One guarded call: admission decided without waiting wherever it can be (closed, open,
-    /// isolated, half-open with every trial slot taken); the slow paths (a bulkhead queue, a
-    /// trial admission by the actor) run in a boxed future of their own, so the common
-    /// case's future holds little more than the operation's.
-    async fn guarded<T, E, C, F, Fut>(&self, classify: C, op: F) -> Result<T, CallError<E>>
-    where
-        C: Fn(&E) -> Verdict,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-    {
-        let admitted = match self.admit_now() {
-            Some(admission) => admission,
-            None => Box::pin(self.admit(true)).await,
-        }
-        .map_err(|r| r.into_error(&self.shared.id))?;
-        match attempt::call(admitted, None, &classify, op()).await {
-            Ended::Served(value) => Ok(value),
-            Ended::Failed(_, error) => Err(CallError::Inner(error)),
-            Ended::TimedOut(after) => Err(CallError::Timeout {
-                provider: self.shared.id.clone(),
-                after,
-            }),
-            // No route deadline applies to a direct call.
-            Ended::Deadline => Err(CallError::ShuttingDown),
-        }
+        Either::Right(Box::pin(call.instrument(span)))
     }
 
     /// Opens a streamed call, classifying errors with their [`Classify`] implementation. See
@@ -356,16 +337,9 @@ impl ProviderHandle {
             .admit(true)
             .await
             .map_err(|r| r.into_error(&self.shared.id))?;
-        match stream::open(self, admitted, None, classify, op(), false).await {
-            Ended::Served(stream) => Ok(stream),
-            Ended::Failed(_, error) => Err(CallError::Inner(error)),
-            Ended::TimedOut(after) => Err(CallError::Timeout {
-                provider: self.shared.id.clone(),
-                after,
-            }),
-            // No route deadline applies to a direct call.
-            Ended::Deadline => Err(CallError::ShuttingDown),
-        }
+        stream::open(self, admitted, None, classify, op(), false)
+            .await
+            .into_call(self)
     }
 
     /// Takes the provider out until [`reset`](Self::reset): every call is rejected with
@@ -556,6 +530,87 @@ impl ProviderHandle {
                 handle: self,
                 permit: Some(permit),
                 slot,
+            });
+        }
+    }
+}
+
+/// A bulkhead queue wait or a trial admission by the actor: the slow paths of admission,
+/// boxed so that the common case's future does not hold them.
+type Admitting<'a> =
+    Pin<Box<dyn Future<Output = Result<Admitted<&'a ProviderHandle>, Reject>> + Send + Sync + 'a>>;
+
+pin_project! {
+    /// The future of [`ProviderHandle::call_with`]: admission decided at the first poll
+    /// without waiting wherever it can be (closed, open, isolated, half-open with every trial
+    /// slot taken), then one [`Attempt`]. The slow paths of admission (a bulkhead queue, a
+    /// trial admission by the actor) run in a boxed future of their own.
+    struct Call<'a, C, F, Fut, T, E> {
+        handle: &'a ProviderHandle,
+        classify: C,
+        #[pin]
+        state: CallState<'a, F, Fut, T, E>,
+    }
+}
+
+pin_project! {
+    #[project = CallProj]
+    #[project_replace = CallOwn]
+    enum CallState<'a, F, Fut, T, E> {
+        Start { op: F },
+        Admitting { op: F, admitting: Admitting<'a> },
+        Running { #[pin] attempt: Attempt<'a, Fut, T, E> },
+        Done,
+    }
+}
+
+impl<'a, T, E, C, F, Fut> Future for Call<'a, C, F, Fut, T, E>
+where
+    C: Fn(&E) -> Verdict,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    type Output = Result<T, CallError<E>>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let handle: &'a ProviderHandle = this.handle;
+        loop {
+            let admitted = match this.state.as_mut().project() {
+                CallProj::Running { attempt } => {
+                    let (ended, _) = ready!(attempt.poll_attempt(cx, this.classify));
+                    this.state.set(CallState::Done);
+                    return Poll::Ready(ended.into_call(handle));
+                }
+                CallProj::Start { .. } => match handle.admit_now() {
+                    Some(decided) => decided,
+                    None => {
+                        let CallOwn::Start { op } =
+                            this.state.as_mut().project_replace(CallState::Done)
+                        else {
+                            unreachable!("the call was starting")
+                        };
+                        this.state.set(CallState::Admitting {
+                            op,
+                            admitting: Box::pin(handle.admit(true)),
+                        });
+                        continue;
+                    }
+                },
+                CallProj::Admitting { admitting, .. } => ready!(admitting.as_mut().poll(cx)),
+                CallProj::Done => panic!("call polled after it was ready"),
+            };
+            let op = match this.state.as_mut().project_replace(CallState::Done) {
+                CallOwn::Start { op } | CallOwn::Admitting { op, .. } => op,
+                _ => unreachable!("the call was being admitted"),
+            };
+            let admitted = match admitted {
+                Ok(admitted) => admitted,
+                Err(reject) => return Poll::Ready(Err(reject.into_error(&handle.shared.id))),
+            };
+            this.state.set(CallState::Running {
+                attempt: Attempt::new(admitted, None, op(), false),
             });
         }
     }
