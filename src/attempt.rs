@@ -156,6 +156,9 @@ pin_project! {
             fut: Fut,
             admitted: Admitted<&'a ProviderHandle>,
             started: Option<Instant>,
+            // Whether the provider uses the duration (`started` may be read for the trace
+            // alone).
+            judged: bool,
             bound: Option<Pin<Box<Bound>>>,
         },
         // The outcome is reported; the actor's decision is awaited before it is handed out.
@@ -183,7 +186,8 @@ where
         timed: bool,
     ) -> Self {
         let limit = admitted.handle().shared.config.call_timeout;
-        let clock = timed || admitted.needs_clock();
+        let judged = admitted.needs_clock();
+        let clock = timed || judged;
         let now = (clock || limit.is_some()).then(Instant::now);
         let bound = if limit.is_none() && deadline.is_none() {
             None
@@ -194,6 +198,7 @@ where
             fut,
             admitted,
             started: now.filter(|_| clock),
+            judged,
             bound,
         }
     }
@@ -230,7 +235,10 @@ where
         };
         // Ended: the operation's future is dropped here, before the outcome is recorded.
         let AttemptOwn::Running {
-            admitted, started, ..
+            admitted,
+            started,
+            judged,
+            ..
         } = self.as_mut().project_replace(Attempt::Done)
         else {
             unreachable!("the attempt was running")
@@ -253,7 +261,7 @@ where
         // A timed-out call is judged by its timeout, not by when the clock was read.
         let judged = match ended {
             Ended::TimedOut(after) => Some(after),
-            _ => elapsed,
+            _ => elapsed.filter(|_| judged),
         };
         let Some(decided) = record(admitted, verdict, judged, timed_out, None) else {
             return Poll::Ready((ended, elapsed));
@@ -267,21 +275,4 @@ where
         });
         self.poll_attempt(cx, classify)
     }
-}
-
-/// One attempt, as an `async` function: see [`Attempt`].
-pub(crate) async fn call<T, E, C, Fut>(
-    admitted: Admitted<&ProviderHandle>,
-    deadline: Option<Instant>,
-    classify: &C,
-    fut: Fut,
-) -> Ended<T, E>
-where
-    C: Fn(&E) -> Verdict,
-    Fut: Future<Output = Result<T, E>>,
-{
-    let mut attempt = std::pin::pin!(Attempt::new(admitted, deadline, fut, false));
-    std::future::poll_fn(|cx| attempt.as_mut().poll_attempt(cx, classify))
-        .await
-        .0
 }

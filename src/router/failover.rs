@@ -25,6 +25,10 @@ const MIN_WAIT: Duration = Duration::from_millis(1);
 
 /// What one routed attempt does with an admitted provider.
 pub(crate) trait Attempter<T, E> {
+    /// Whether [`attempt_timed`](Self::attempt_timed) times the attempt itself (otherwise
+    /// the loop reads the clock around it, for the trace).
+    const TIMED: bool = false;
+
     /// Tries `handle`, admitted by `admitted`, within the route's `deadline`.
     async fn attempt(
         &mut self,
@@ -32,6 +36,17 @@ pub(crate) trait Attempter<T, E> {
         admitted: Admitted<&ProviderHandle>,
         deadline: Option<Instant>,
     ) -> Ended<T, E>;
+
+    /// Like [`attempt`](Self::attempt), with how long the attempt took when it is
+    /// [`TIMED`](Self::TIMED).
+    async fn attempt_timed(
+        &mut self,
+        handle: &ProviderHandle,
+        admitted: Admitted<&ProviderHandle>,
+        deadline: Option<Instant>,
+    ) -> (Ended<T, E>, Option<Duration>) {
+        (self.attempt(handle, admitted, deadline).await, None)
+    }
 }
 
 /// A routed call: `op` is called with each provider's id.
@@ -46,15 +61,29 @@ where
     F: FnMut(crate::ProviderId) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
+    const TIMED: bool = true;
+
     async fn attempt(
         &mut self,
         handle: &ProviderHandle,
         admitted: Admitted<&ProviderHandle>,
         deadline: Option<Instant>,
     ) -> Ended<T, E> {
-        let _ = handle;
-        let call = (self.op)(admitted.handle().id().clone());
-        attempt::call(admitted, deadline, &self.classify, call).await
+        self.attempt_timed(handle, admitted, deadline).await.0
+    }
+
+    /// One [`Attempt`](attempt::Attempt), timed by itself (its start and end clock reads serve
+    /// the provider's duration histogram and the trace alike).
+    async fn attempt_timed(
+        &mut self,
+        handle: &ProviderHandle,
+        admitted: Admitted<&ProviderHandle>,
+        deadline: Option<Instant>,
+    ) -> (Ended<T, E>, Option<Duration>) {
+        let call = (self.op)(handle.id().clone());
+        let mut running = std::pin::pin!(attempt::Attempt::new(admitted, deadline, call, true));
+        let classify = &self.classify;
+        std::future::poll_fn(|cx| running.as_mut().poll_attempt(cx, classify)).await
     }
 }
 
@@ -62,13 +91,15 @@ where
 /// with the preferred (not demoted) members re-sorted per call by the per-call policies:
 /// those that can take calls now (closed or half-open) first, by load or latency, then the
 /// others in order. On the stack for routes of up to [`INLINE_MEMBERS`] members.
-fn call_order(view: &RouteView) -> SmallVec<[u16; INLINE_MEMBERS]> {
-    let mut order: SmallVec<[u16; INLINE_MEMBERS]> = (0..view.members.len() as u16).collect();
+fn call_order(view: &RouteView) -> Order {
+    let all = 0..view.members.len() as u16;
     let score: fn(&ProviderHandle) -> f64 = match view.config.policy {
         Policy::LeastLoaded => |h| h.shared.load(),
         Policy::LowestLatency => |h| h.shared.latency().map_or(0.0, |d| d.as_secs_f64()),
-        _ => return order,
+        // The published order as it is: nothing to build.
+        _ => return Order::Published(all),
     };
+    let mut order: SmallVec<[u16; INLINE_MEMBERS]> = all.collect();
     let head = &mut order[..view.preferred];
     let mut scored: SmallVec<[(bool, f64, u16); INLINE_MEMBERS]> = head
         .iter()
@@ -86,7 +117,27 @@ fn call_order(view: &RouteView) -> SmallVec<[u16; INLINE_MEMBERS]> {
     for (slot, (_, _, i)) in head.iter_mut().zip(scored) {
         *slot = i;
     }
-    order
+    Order::Sorted(order.into_iter())
+}
+
+/// The member indices in the order one call tries them.
+enum Order {
+    /// The router's published order.
+    Published(std::ops::Range<u16>),
+    /// Re-sorted for this call by a per-call policy.
+    Sorted(smallvec::IntoIter<[u16; INLINE_MEMBERS]>),
+}
+
+impl Iterator for Order {
+    type Item = u16;
+
+    #[inline]
+    fn next(&mut self) -> Option<u16> {
+        match self {
+            Order::Published(range) => range.next(),
+            Order::Sorted(sorted) => sorted.next(),
+        }
+    }
 }
 
 /// Routes of up to this many providers are ordered on the stack.
@@ -156,7 +207,12 @@ where
                     elapsed: Duration::ZERO,
                 });
             };
-            let admitted = match handle.admit(false).await {
+            let admitted = match handle.admit_now() {
+                Some(decided) => decided,
+                // A bulkhead or a trial admission by the actor: boxed, off the common path.
+                None => Box::pin(handle.admit(false)).await,
+            };
+            let admitted = match admitted {
                 Ok(admitted) => admitted,
                 Err(Reject::Circuit(r)) if r.state == CircuitState::Isolated => {
                     skip(&mut attempts, AttemptOutcome::SkippedIsolated);
@@ -324,22 +380,26 @@ where
     let member = &view.members[index];
     let handle = &member.handle;
     let provider = handle.id();
-    let t0 = Instant::now();
+    // Read only if the attempter does not time the attempt itself.
+    let t0 = (!A::TIMED).then(Instant::now);
     let span = tracing::debug_span!("fusebox.attempt", provider = %provider);
-    let ended = if span.is_disabled() {
-        attempter.attempt(handle, admitted, deadline).await
+    let (ended, elapsed) = if span.is_disabled() {
+        attempter.attempt_timed(handle, admitted, deadline).await
     } else {
         attempter
-            .attempt(handle, admitted, deadline)
+            .attempt_timed(handle, admitted, deadline)
             .instrument(span)
             .await
     };
+    let elapsed = elapsed
+        .or_else(|| t0.map(|t| t.elapsed()))
+        .unwrap_or_default();
     let mut record = |outcome: AttemptOutcome| {
         member.counters.add(result_of(&outcome));
         attempts.push(Attempt {
             provider: provider.clone(),
             outcome,
-            elapsed: t0.elapsed(),
+            elapsed,
         });
     };
     match ended {

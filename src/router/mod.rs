@@ -58,4 +58,4 @@ pub use attempt::{Attempt, AttemptOutcome, Attempts, Routed};
 pub(crate) use failover::{run, Attempter, Calls};
 pub use status::{RouteMember, RouteStatus, RouterStatus};
 pub use table::Reason;
-pub(crate) use table::{AttemptResult, RouteCounters, Table};
+pub(crate) use table::{AttemptResult, NameMap, RouteCounters, Table};

@@ -201,7 +201,7 @@ impl Supervisor {
             }),
             providers: HashMap::new(),
             order: Vec::new(),
-            routes: HashMap::new(),
+            routes: router::NameMap::default(),
         }));
         let router = RouterActor::supervise(&router_root, router_ctx.clone())
             .restart_policy(kameo::supervision::RestartPolicy::Permanent)
@@ -492,14 +492,16 @@ impl Supervisor {
     where
         A: router::Attempter<T, E>,
     {
-        let Some(view) = self.table().routes.get(route).cloned() else {
+        // The table's guard is held for the call (no reference count is touched).
+        let table = self.table();
+        let Some(view) = table.routes.get(route) else {
             return Err(RouteError::UnknownRoute(route.to_owned()));
         };
         let span = tracing::debug_span!("fusebox.route", route);
         if span.is_disabled() {
-            return router::run(&view, attempter).await;
+            return router::run(view, attempter).await;
         }
-        router::run(&view, attempter).instrument(span).await
+        router::run(view, attempter).instrument(span).await
     }
 
     /// A receiver of every event from now on. See [`crate::events`] for what a receiver that
