@@ -165,6 +165,10 @@ const ROWS: &[(&str, &str)] = &[
         "healthy call, `Provider::new(name)` (timed)",
     ),
     ("fusebox/open_rejection", "open circuit: rejected"),
+    (
+        "fusebox/half_open_full",
+        "half-open circuit, its one trial slot taken: rejected (no actor message)",
+    ),
     ("fusebox/route_primary", "routed call, primary healthy"),
     (
         "fusebox/route_fallback",
@@ -215,6 +219,14 @@ fn per_call(c: &mut Criterion) {
             .provider(fast("open").breaker(Breaker::consecutive(1).open_for(HOUR)))
             .provider(fast("primary"))
             .provider(fast("secondary"))
+            .provider(
+                fast("trial").breaker(
+                    Breaker::consecutive(1)
+                        .open_for(Duration::from_millis(20))
+                        .jitter(0.0)
+                        .half_open_max_calls(1),
+                ),
+            )
             .route(Route::new("healthy").providers(["primary", "secondary"]))
             .route(Route::new("fallback").providers(["open", "secondary"]))
             .build()
@@ -225,6 +237,21 @@ fn per_call(c: &mut Criterion) {
     let tripped: Result<u64, _> =
         rt.block_on(fuse.call("open", || async { Err(Verdict::Failure) }));
     assert!(matches!(tripped, Err(CallError::Inner(Verdict::Failure))));
+    // Half-open with its one trial slot held by a call that never ends.
+    let trial: Result<u64, _> =
+        rt.block_on(fuse.call("trial", || async { Err(Verdict::Failure) }));
+    assert!(matches!(trial, Err(CallError::Inner(Verdict::Failure))));
+    std::thread::sleep(Duration::from_millis(30));
+    let held = fuse.clone();
+    rt.spawn(async move {
+        let _: Result<u64, CallError<Verdict>> = held
+            .call("trial", || std::future::pending::<Result<u64, Verdict>>())
+            .await;
+    });
+    let half_open = fuse.provider("trial").expect("provider");
+    while half_open.state() != fusebox::CircuitState::HalfOpen {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let _entered = rt.enter();
     let breaker = fuse.provider("breaker").expect("provider");
     let bulkheaded = fuse.provider("bulkheaded").expect("provider");
@@ -388,6 +415,12 @@ fn per_call(c: &mut Criterion) {
         bench("fusebox/open_rejection", &mut |n| {
             hammer(&h, threads, n, noop, |_| {
                 let r: Result<u64, CallError<Verdict>> = ready(open.call(|| async { Ok(1) }));
+                black_box(r.is_err());
+            })
+        });
+        bench("fusebox/half_open_full", &mut |n| {
+            hammer(&h, threads, n, noop, |_| {
+                let r: Result<u64, CallError<Verdict>> = ready(half_open.call(|| async { Ok(1) }));
                 black_box(r.is_err());
             })
         });
@@ -594,6 +627,10 @@ fn summary(since: SystemTime) {
                 "tower_resilience/open_rejection",
             ],
         ),
+        // Goal: a half-open rejection costs at most twice an open one (above 0.5 here).
+        ("fusebox/half_open_full", &["fusebox/open_rejection"]),
+        // Goal: the timed default config costs at most 1.5 times breaker-only (above 0.67).
+        ("fusebox/default_config", &["fusebox/breaker"]),
     ];
     println!(
         "\n## fusebox against each peer (peer median ÷ fusebox median: above 1 = fusebox faster)\n"

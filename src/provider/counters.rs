@@ -8,6 +8,7 @@
 //! epoch, never folds a success of an older epoch into the breaker.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, Ordering::Relaxed};
+use std::cell::Cell;
 use std::sync::OnceLock;
 
 /// What the lock-free call path counts. Everything the actor decides is counted by the
@@ -80,10 +81,28 @@ fn stripe_count() -> usize {
 }
 
 thread_local! {
-    static SLOT: usize = {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        NEXT.fetch_add(1, Relaxed)
-    };
+    /// This thread's stripe, assigned at its first count (`usize::MAX` until then). A `const`
+    /// initialiser: reading it is one thread-local load, with no lazy-initialisation check.
+    static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// This thread's stripe number (any number: it is masked by the stripe count).
+#[inline]
+fn slot() -> usize {
+    let slot = SLOT.get();
+    if slot != usize::MAX {
+        return slot;
+    }
+    assign_slot()
+}
+
+#[cold]
+fn assign_slot() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    // Masked below usize::MAX, the "unassigned" mark.
+    let slot = NEXT.fetch_add(1, Relaxed) & (usize::MAX >> 1);
+    SLOT.set(slot);
+    slot
 }
 
 impl Counters {
@@ -95,7 +114,7 @@ impl Counters {
 
     #[inline]
     fn stripe(&self) -> &Stripe {
-        let slot = SLOT.with(|s| *s) & (self.stripes.len() - 1);
+        let slot = slot() & (self.stripes.len() - 1);
         &self.stripes[slot]
     }
 

@@ -393,12 +393,13 @@ impl ProviderHandle {
             },
             _ if self.closing.is_closed() => Some(Err(Reject::ShuttingDown)),
             CircuitState::Open => {
-                let (until, now) = (shared.open_until(), Instant::now());
-                (now < until).then(|| {
+                // One clock read and one subtraction: not yet due while time is left.
+                let left = shared.open_until().checked_duration_since(Instant::now());
+                left.filter(|left| !left.is_zero()).map(|left| {
                     shared.counters.add(Count::RejectedOpen, 1);
                     Err(Reject::Circuit(Rejection {
                         state: CircuitState::Open,
-                        retry_after: Some(until - now),
+                        retry_after: Some(left),
                         failure_count: shared.failure_count(),
                     }))
                 })
