@@ -278,11 +278,11 @@ where
             if let Some(index) = queue_at {
                 // Everything that could serve was saturated: wait in the best one's queue.
                 let member = &view.members[index];
+                // Boxed: the slow path's futures stay out of the common case's.
+                let queue = Box::pin(member.handle.admit(true));
                 let queued = match deadline {
-                    Some(d) => tokio::time::timeout_at(d, member.handle.admit(true))
-                        .await
-                        .ok(),
-                    None => Some(member.handle.admit(true).await),
+                    Some(d) => Box::pin(tokio::time::timeout_at(d, queue)).await.ok(),
+                    None => Some(queue.await),
                 };
                 match queued {
                     None => return Err(deadline_exceeded(attempts)),
@@ -327,11 +327,11 @@ where
         };
         if let Some(d) = deadline {
             if Instant::now() + pause > d {
-                tokio::time::sleep_until(d).await;
+                Box::pin(tokio::time::sleep_until(d)).await;
                 return Err(deadline_exceeded(attempts));
             }
         }
-        tokio::time::sleep(pause).await;
+        Box::pin(tokio::time::sleep(pause)).await;
         waited += pause;
     }
 }
