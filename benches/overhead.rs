@@ -238,14 +238,13 @@ fn per_call(c: &mut Criterion) {
         rt.block_on(fuse.call("open", || async { Err(Verdict::Failure) }));
     assert!(matches!(tripped, Err(CallError::Inner(Verdict::Failure))));
     // Half-open with its one trial slot held by a call that never ends.
-    let trial: Result<u64, _> =
-        rt.block_on(fuse.call("trial", || async { Err(Verdict::Failure) }));
+    let trial: Result<u64, _> = rt.block_on(fuse.call("trial", || async { Err(Verdict::Failure) }));
     assert!(matches!(trial, Err(CallError::Inner(Verdict::Failure))));
     std::thread::sleep(Duration::from_millis(30));
     let held = fuse.clone();
     rt.spawn(async move {
         let _: Result<u64, CallError<Verdict>> = held
-            .call("trial", || std::future::pending::<Result<u64, Verdict>>())
+            .call("trial", std::future::pending::<Result<u64, Verdict>>)
             .await;
     });
     let half_open = fuse.provider("trial").expect("provider");

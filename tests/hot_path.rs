@@ -259,6 +259,9 @@ fn call_futures_are_small() {
         assert_eq!(r.expect("healthy"), 1);
     }
     let routed = fuse.route("healthy", |_| async { Ok::<u64, Verdict>(1) });
-    println!("routed call future: {} bytes", std::mem::size_of_val(&routed));
+    println!(
+        "routed call future: {} bytes",
+        std::mem::size_of_val(&routed)
+    );
     assert_eq!(ready(routed).expect("served").value, 1);
 }

@@ -7,8 +7,8 @@
 //! compare-and-swap), so the actor, which retags every stripe before it publishes a new
 //! epoch, never folds a success of an older epoch into the breaker.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, Ordering::Relaxed};
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, Ordering::Relaxed};
 use std::sync::OnceLock;
 
 /// What the lock-free call path counts. Everything the actor decides is counted by the

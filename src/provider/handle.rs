@@ -86,7 +86,30 @@ pub(crate) struct Admitted<H: Borrow<ProviderHandle>> {
 impl<H: Borrow<ProviderHandle>> Admitted<H> {
     /// Records the call's outcome. When the actor must decide, returns the delivery to
     /// await for its decision to be published.
+    #[inline]
     pub(crate) fn report(mut self, verdict: Verdict, elapsed: Duration) -> Option<Delivery> {
+        // The common case first, small enough to inline: a success on the lock-free path,
+        // with no slow-call threshold to check it against.
+        if verdict == Verdict::Success {
+            if let Some(permit) = &self.permit {
+                let handle = self.handle.borrow();
+                let shared = &handle.shared;
+                if !permit.is_trial() && shared.slow_threshold.is_none() {
+                    if !shared.counters.success(permit.epoch()) {
+                        shared.counters.add(Count::StaleSuccesses, 1);
+                    }
+                    self.permit = None;
+                    handle.closing.call_finished();
+                    return None;
+                }
+            }
+        }
+        self.report_slow(verdict, elapsed)
+    }
+
+    /// [`report`](Self::report) for everything but a plain success.
+    #[inline(never)]
+    fn report_slow(mut self, verdict: Verdict, elapsed: Duration) -> Option<Delivery> {
         let permit = self.permit.take()?;
         let handle = self.handle.borrow();
         let shared = &handle.shared;
@@ -368,6 +391,20 @@ impl ProviderHandle {
     /// `None` when admission needs the bulkhead or the actor.
     #[inline]
     pub(crate) fn admit_now(&self) -> Option<Result<Admitted<&Self>, Reject>> {
+        // The common case first, small enough to inline: a closed circuit without a bulkhead.
+        let shared = &*self.shared;
+        if shared.bulkhead.is_none() && self.actor.is_alive() {
+            let gate = shared.gate();
+            if gate.state == CircuitState::Closed {
+                return Some(self.enter(gate.epoch, None));
+            }
+        }
+        self.admit_now_slow()
+    }
+
+    /// [`admit_now`](Self::admit_now) for every other case.
+    #[inline(never)]
+    fn admit_now_slow(&self) -> Option<Result<Admitted<&Self>, Reject>> {
         let shared = &*self.shared;
         // A provider whose actor is gone for good (shut down, or past its panic limit)
         // would run unprotected: refuse instead.

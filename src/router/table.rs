@@ -322,7 +322,16 @@ mod tests {
             h.write_u8(0xff);
             h.finish()
         };
-        let names = ["", "a", "b", "ab", "ba", "healthy", "fallback", "a-much-longer-route"];
+        let names = [
+            "",
+            "a",
+            "b",
+            "ab",
+            "ba",
+            "healthy",
+            "fallback",
+            "a-much-longer-route",
+        ];
         for (i, a) in names.iter().enumerate() {
             for b in &names[i + 1..] {
                 assert_ne!(hash(a), hash(b), "{a:?} and {b:?}");
