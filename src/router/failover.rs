@@ -157,6 +157,29 @@ fn result_of(outcome: &AttemptOutcome) -> AttemptResult {
     }
 }
 
+/// One attempt at admitted member `$index` of `$view`, awaited in the loop's own future
+/// (an `async fn` of its own would nest one more state, moved on every call), then recorded
+/// in the trace and the route's counters: a [`Step`].
+macro_rules! attempt {
+    ($view:expr, $index:expr, $admitted:expr, $deadline:expr, $attempter:expr, $attempts:expr) => {{
+        let (view, index): (&RouteView, usize) = ($view, $index);
+        let handle = &view.members[index].handle;
+        // Read only if the attempter does not time the attempt itself.
+        let t0 = (!A::TIMED).then(Instant::now);
+        let span = tracing::debug_span!("fusebox.attempt", provider = %handle.id());
+        let (ended, elapsed) = if span.is_disabled() {
+            $attempter.attempt_timed(handle, $admitted, $deadline).await
+        } else {
+            $attempter
+                .attempt_timed(handle, $admitted, $deadline)
+                .instrument(span)
+                .await
+        };
+        let elapsed = elapsed.or_else(|| t0.map(|t| t.elapsed()));
+        settle(view, index, ended, elapsed.unwrap_or_default(), $attempts)
+    }};
+}
+
 /// Tries the route's providers in order until one serves. `attempter` is given each
 /// admitted provider, its admission and the route's deadline.
 ///
@@ -246,16 +269,7 @@ where
                 }
             };
             called = true;
-            match attempt(
-                view,
-                index,
-                admitted,
-                deadline,
-                &mut attempter,
-                &mut attempts,
-            )
-            .await
-            {
+            match attempt!(view, index, admitted, deadline, attempter, &mut attempts) {
                 Step::Served(value) => {
                     return Ok(served(view, first, index, value, attempts));
                 }
@@ -287,16 +301,7 @@ where
                 match queued {
                     None => return Err(deadline_exceeded(attempts)),
                     Some(Ok(admitted)) => {
-                        match attempt(
-                            view,
-                            index,
-                            admitted,
-                            deadline,
-                            &mut attempter,
-                            &mut attempts,
-                        )
-                        .await
-                        {
+                        match attempt!(view, index, admitted, deadline, attempter, &mut attempts) {
                             Step::Served(value) => {
                                 return Ok(served(view, first, index, value, attempts));
                             }
@@ -365,35 +370,16 @@ impl<T, E> Step<T, E> {
     }
 }
 
-/// One attempt at an admitted member, recorded in the trace and the route's counters.
-async fn attempt<T, E, A>(
+/// Records how an attempt at member `index` ended, in the trace and the route's counters.
+fn settle<T, E>(
     view: &RouteView,
     index: usize,
-    admitted: Admitted<&ProviderHandle>,
-    deadline: Option<Instant>,
-    attempter: &mut A,
+    ended: Ended<T, E>,
+    elapsed: Duration,
     attempts: &mut Attempts,
-) -> Step<T, E>
-where
-    A: Attempter<T, E>,
-{
+) -> Step<T, E> {
     let member = &view.members[index];
-    let handle = &member.handle;
-    let provider = handle.id();
-    // Read only if the attempter does not time the attempt itself.
-    let t0 = (!A::TIMED).then(Instant::now);
-    let span = tracing::debug_span!("fusebox.attempt", provider = %provider);
-    let (ended, elapsed) = if span.is_disabled() {
-        attempter.attempt_timed(handle, admitted, deadline).await
-    } else {
-        attempter
-            .attempt_timed(handle, admitted, deadline)
-            .instrument(span)
-            .await
-    };
-    let elapsed = elapsed
-        .or_else(|| t0.map(|t| t.elapsed()))
-        .unwrap_or_default();
+    let provider = member.handle.id();
     let mut record = |outcome: AttemptOutcome| {
         member.counters.add(result_of(&outcome));
         attempts.push(Attempt {
@@ -450,3 +436,4 @@ fn served<T>(
         attempts,
     }
 }
+
