@@ -123,6 +123,17 @@ impl Counters {
         self.stripe().counts[count as usize].fetch_add(n, Relaxed);
     }
 
+    /// Counts the end of a call admitted on the lock-free path (ignored, cancelled, stale or
+    /// handed to the actor), sequentially consistent like [`admit`](Self::admit): the
+    /// caller reads the shutdown flag next (`Closing::call_finished`), and a shutdown that
+    /// set it and then reads the counts must either see this end or be seen, so that it is
+    /// woken. (On x86 a sequentially consistent increment is the same `lock` instruction as
+    /// a relaxed one.)
+    #[inline]
+    pub(crate) fn end(&self, count: Count) {
+        self.stripe().counts[count as usize].fetch_add(1, Ordering::SeqCst);
+    }
+
     /// Counts an admission with a sequentially consistent increment, so that a shutdown
     /// that sets its flag and then reads [`get`](Self::get) either sees this admission or
     /// is seen by the caller's next (sequentially consistent) read of the flag.
@@ -141,10 +152,13 @@ impl Counters {
     /// Counts a success of a call admitted under `epoch`. `false` when the epoch is over
     /// (the actor has retagged the stripes): the caller counts it as stale instead.
     #[inline]
+    ///
+    /// The successful update is sequentially consistent, as for [`end`](Self::end): the
+    /// shutdown flag is read next.
     pub(crate) fn success(&self, epoch: u64) -> bool {
         self.stripe()
             .successes
-            .fetch_update(Relaxed, Relaxed, |word| {
+            .fetch_update(Ordering::SeqCst, Relaxed, |word| {
                 // Saturates: past 2^40 unfolded successes only the rate window's count is
                 // short, never the run-ending fact that one succeeded.
                 (same_epoch(word, epoch)).then(|| word + u64::from(word & COUNT_MASK != COUNT_MASK))
@@ -173,7 +187,8 @@ impl Counters {
     pub(crate) fn pending_successes(&self) -> u64 {
         self.stripes
             .iter()
-            .map(|s| s.successes.load(Relaxed) & COUNT_MASK)
+            // Sequentially consistent: read by a shutdown after it set its flag (see `end`).
+            .map(|s| s.successes.load(Ordering::SeqCst) & COUNT_MASK)
             .sum()
     }
 

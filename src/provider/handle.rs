@@ -96,7 +96,7 @@ impl<H: Borrow<ProviderHandle>> Admitted<H> {
                 let shared = &handle.shared;
                 if !permit.is_trial() && shared.slow_threshold.is_none() {
                     if !shared.counters.success(permit.epoch()) {
-                        shared.counters.add(Count::StaleSuccesses, 1);
+                        shared.counters.end(Count::StaleSuccesses);
                     }
                     self.permit = None;
                     handle.closing.call_finished();
@@ -117,7 +117,7 @@ impl<H: Borrow<ProviderHandle>> Admitted<H> {
         let is_trial = permit.is_trial();
         if is_trial || verdict.is_failure() || slow {
             if !is_trial {
-                shared.counters.add(Count::Reported, 1);
+                shared.counters.end(Count::Reported);
             }
             Delivery::send(
                 &handle.actor,
@@ -126,11 +126,11 @@ impl<H: Borrow<ProviderHandle>> Admitted<H> {
             )
         } else {
             if verdict == Verdict::Ignored {
-                shared.counters.add(Count::FastIgnored, 1);
+                shared.counters.end(Count::FastIgnored);
             } else if !shared.counters.success(permit.epoch()) {
                 // Admitted before the circuit last changed (or was reset): it must not end
                 // the new epoch's run of failures.
-                shared.counters.add(Count::StaleSuccesses, 1);
+                shared.counters.end(Count::StaleSuccesses);
             }
             handle.closing.call_finished();
             None
@@ -169,7 +169,7 @@ impl<H: Borrow<ProviderHandle>> Drop for Admitted<H> {
         if permit.is_trial() {
             Delivery::spawn(&handle.actor, permit, Outcome::Cancelled);
         } else {
-            handle.shared.counters.add(Count::FastCancelled, 1);
+            handle.shared.counters.end(Count::FastCancelled);
             handle.closing.call_finished();
         }
     }
