@@ -276,3 +276,20 @@ where
         self.poll_attempt(cx, classify)
     }
 }
+
+/// One attempt, as an `async` function: see [`Attempt`].
+pub(crate) async fn call<T, E, C, Fut>(
+    admitted: Admitted<&ProviderHandle>,
+    deadline: Option<Instant>,
+    classify: &C,
+    fut: Fut,
+) -> Ended<T, E>
+where
+    C: Fn(&E) -> Verdict,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut attempt = std::pin::pin!(Attempt::new(admitted, deadline, fut, false));
+    std::future::poll_fn(|cx| attempt.as_mut().poll_attempt(cx, classify))
+        .await
+        .0
+}

@@ -137,6 +137,21 @@ impl<H: Borrow<ProviderHandle>> Admitted<H> {
         }
     }
 
+    /// Gives the admission back without having called the provider (its budget had no
+    /// room): neither an outcome nor a cancellation.
+    pub(crate) fn withdraw(mut self) {
+        let Some(permit) = self.permit.take() else {
+            return;
+        };
+        let handle = self.handle.borrow();
+        if permit.is_trial() {
+            Delivery::spawn(&handle.actor, permit, Outcome::Cancelled);
+        } else {
+            handle.shared.counters.unadmit();
+            handle.closing.call_finished();
+        }
+    }
+
     /// The provider this call was admitted to.
     pub(crate) fn handle(&self) -> &ProviderHandle {
         self.handle.borrow()
@@ -246,6 +261,12 @@ impl ProviderHandle {
         let now = Instant::now();
         let cell = &self.shared.headroom;
         let before = cell.ratio(now);
+        if let Some(budget) = &self.shared.budget {
+            budget.learn(
+                headroom.requests.and_then(|q| q.limit),
+                headroom.tokens.and_then(|q| q.limit),
+            );
+        }
         cell.record(headroom, now);
         let exhausted_until = cell.exhausted_until(now);
         // Crossing the router's line, either way, re-ranks now (not at the next sample).
@@ -360,9 +381,24 @@ impl ProviderHandle {
             .admit(true)
             .await
             .map_err(|r| r.into_error(&self.shared.id))?;
+        if let Err(over) = self.reserve_default() {
+            admitted.withdraw();
+            return Err(over.into_error(&self.shared.id));
+        }
         stream::open(self, admitted, None, classify, op(), false)
             .await
             .into_call(self)
+    }
+
+    /// Reserves the budget's default estimate, if the provider has a budget: what a call
+    /// that reports no usage (a plain call, a stream) takes. The reservation stands (it is
+    /// never settled).
+    #[inline]
+    fn reserve_default(&self) -> Result<(), crate::budget::OverBudget> {
+        match &self.shared.budget {
+            None => Ok(()),
+            Some(budget) => budget.reserve(budget.default_estimate()).map(drop),
+        }
     }
 
     /// Takes the provider out until [`reset`](Self::reset): every call is rejected with
@@ -647,6 +683,11 @@ where
                 Ok(admitted) => admitted,
                 Err(reject) => return Poll::Ready(Err(reject.into_error(&handle.shared.id))),
             };
+            // A budget reserves its default estimate (a plain call reports no usage).
+            if let Err(over) = handle.reserve_default() {
+                admitted.withdraw();
+                return Poll::Ready(Err(over.into_error(&handle.shared.id)));
+            }
             this.state.set(CallState::Running {
                 attempt: Attempt::new(admitted, None, op(), false),
             });
