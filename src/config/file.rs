@@ -25,6 +25,7 @@
 //! record_durations = true      # optional: the call duration histogram
 //! first_chunk_timeout = "20s"  # optional, streamed calls
 //! stall_timeout = "10s"        # optional, streamed calls
+//! slow_start = "10s"           # optional: ramp routed traffic up after a close
 //! meta = { base_url = "https://api.anthropic.com", model = "claude-sonnet-4-6" }
 //!
 //! [providers.breaker]          # optional; every key optional, defaults from Breaker::default()
@@ -190,6 +191,7 @@ const PROVIDER_KEYS: &[&str] = &[
     "first_chunk_timeout",
     "stall_timeout",
     "record_durations",
+    "slow_start",
     "meta",
     "breaker",
     "bulkhead",
@@ -203,6 +205,7 @@ const DEFAULTS_KEYS: &[&str] = &[
     "first_chunk_timeout",
     "stall_timeout",
     "record_durations",
+    "slow_start",
     "meta",
     "breaker",
     "bulkhead",
@@ -787,6 +790,7 @@ impl Converter<'_> {
         p.first_chunk_timeout =
             self.duration("first_chunk_timeout", table.get("first_chunk_timeout"))?;
         p.stall_timeout = self.duration("stall_timeout", table.get("stall_timeout"))?;
+        p.slow_start = self.duration("slow_start", table.get("slow_start"))?;
         if let Some(record) = self.boolean("record_durations", table.get("record_durations"))? {
             p.record_durations = record;
         }
@@ -1209,6 +1213,8 @@ struct RawProvider {
     stall_timeout: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     record_durations: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slow_start: Option<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     meta: BTreeMap<String, String>,
     breaker: RawBreaker,
@@ -1366,6 +1372,7 @@ impl From<&Provider> for RawProvider {
             first_chunk_timeout: p.first_chunk_timeout.map(render),
             stall_timeout: p.stall_timeout.map(render),
             record_durations: (!p.record_durations).then_some(false),
+            slow_start: p.slow_start.map(render),
             meta: p.meta.clone(),
             breaker,
             bulkhead: p.bulkhead.map(|b| RawBulkhead {

@@ -8,12 +8,14 @@ mod adaptive;
 mod breaker;
 mod bulkhead;
 pub mod file;
+mod probe;
 mod provider;
 mod route;
 
 pub use adaptive::{Adaptive, Tier};
-pub use breaker::{Breaker, Window, MAX_WINDOW_CALLS};
+pub use breaker::{Breaker, Window, DEFAULT_MAX_OPEN_FACTOR, MAX_WINDOW_CALLS};
 pub use bulkhead::Bulkhead;
+pub use probe::{Probe, FALSE_ALARM_BACKOFF};
 pub use provider::Provider;
 pub use route::{AllOpen, Policy, Route};
 

@@ -4,6 +4,7 @@ mod actor;
 mod budgeted;
 mod counters;
 mod handle;
+mod probe;
 mod shared;
 mod status;
 
@@ -13,5 +14,6 @@ pub(crate) use actor::{CircuitChanged, Ctx, Delivery, ProviderActor, Tick};
 pub(crate) use counters::Count;
 pub use handle::ProviderHandle;
 pub(crate) use handle::{Admitted, Reject};
+pub(crate) use probe::ProbeOutcome;
 pub(crate) use shared::{Closing, Shared};
 pub use status::ProviderStatus;

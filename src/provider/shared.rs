@@ -108,6 +108,8 @@ pub(crate) struct Shared {
     pub(crate) budget: Option<std::sync::Arc<crate::budget::Limiter>>,
     /// Its retry budget, if it retries.
     pub(crate) retry: Option<std::sync::Arc<crate::budget::RetryState>>,
+    /// Recovery probes run, by outcome (`provider::probe`).
+    pub(crate) probes: super::probe::ProbeCounts,
 }
 
 fn encode(state: CircuitState, epoch: u64) -> u64 {
@@ -179,6 +181,7 @@ impl Shared {
             retry: config
                 .retry
                 .map(|r| std::sync::Arc::new(crate::budget::RetryState::new(r, seed, now))),
+            probes: super::probe::ProbeCounts::default(),
             #[cfg(feature = "testing")]
             poison_reports: AtomicBool::new(false),
             config,

@@ -42,6 +42,7 @@ mod actor;
 mod attempt;
 mod failover;
 mod retry;
+mod ramp;
 mod status;
 mod table;
 
@@ -58,6 +59,7 @@ pub use actor::{
 pub use attempt::{Attempt, AttemptOutcome, Attempts, Routed};
 pub(crate) use failover::{run, Attempter, Calls};
 pub(crate) use retry::{on_content_policy, Classified, MeteredCalls};
+pub use ramp::SLOW_START_FLOOR_PERCENT;
 pub use status::{RouteMember, RouteStatus, RouterStatus};
 pub use table::Reason;
 pub(crate) use table::{AttemptResult, NameMap, RouteCounters, Table};
