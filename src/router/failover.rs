@@ -184,6 +184,19 @@ fn call_order(view: &RouteView) -> Order {
     Order::Sorted(order.into_iter())
 }
 
+/// The order one call tries the members in: [`call_order`], with the slow-start ramps
+/// applied (`router::ramp`) when a preferred member has one.
+#[inline]
+fn ordered(view: &RouteView) -> Order {
+    let order = call_order(view);
+    let preferred = &view.members[..view.preferred.min(view.members.len())];
+    if preferred.iter().all(|m| m.ramp.is_none()) {
+        return order;
+    }
+    let order: SmallVec<[u16; INLINE_MEMBERS]> = order.collect();
+    Order::Sorted(super::ramp::apply(view, order).into_iter())
+}
+
 /// The member indices in the order one call tries them.
 enum Order {
     /// The router's published order.
@@ -258,7 +271,7 @@ where
         let mut called = false;
         // Members skipped because they are being removed (or the supervisor shuts down).
         let mut retiring = 0;
-        for index in super::ramp::apply(view, call_order(view)) {
+        for index in ordered(view) {
             let index = usize::from(index);
             let member = &view.members[index];
             let handle = &member.handle;
