@@ -243,13 +243,30 @@ fn per_call(c: &mut Criterion) {
     std::thread::sleep(Duration::from_millis(30));
     let held = fuse.clone();
     rt.spawn(async move {
-        let _: Result<u64, CallError<Verdict>> = held
-            .call("trial", std::future::pending::<Result<u64, Verdict>>)
-            .await;
+        // Rejected while still open: try again. Admitted as the trial: never returns.
+        loop {
+            let _: Result<u64, CallError<Verdict>> = held
+                .call("trial", std::future::pending::<Result<u64, Verdict>>)
+                .await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     });
     let half_open = fuse.provider("trial").expect("provider");
-    while half_open.state() != fusebox::CircuitState::HalfOpen {
-        std::thread::sleep(Duration::from_millis(1));
+    // Half-open is published before the held call takes the slot: wait until a call is
+    // rejected at once (one that is not is dropped, which gives back what it took).
+    let rejected_at_once = || {
+        let _entered = rt.enter();
+        let call = std::pin::pin!(half_open.call(|| async { Ok::<u64, Verdict>(1) }));
+        matches!(
+            call.poll(&mut Context::from_waker(Waker::noop())),
+            Poll::Ready(Err(CallError::Open {
+                state: fusebox::CircuitState::HalfOpen,
+                ..
+            }))
+        )
+    };
+    while half_open.state() != fusebox::CircuitState::HalfOpen || !rejected_at_once() {
+        std::thread::sleep(Duration::from_millis(5));
     }
     let _entered = rt.enter();
     let breaker = fuse.provider("breaker").expect("provider");
