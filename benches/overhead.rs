@@ -165,6 +165,10 @@ const ROWS: &[(&str, &str)] = &[
         "healthy call, `Provider::new(name)` (timed)",
     ),
     ("fusebox/open_rejection", "open circuit: rejected"),
+    (
+        "fusebox/half_open_full",
+        "half-open circuit, its one trial slot taken: rejected (no actor message)",
+    ),
     ("fusebox/route_primary", "routed call, primary healthy"),
     (
         "fusebox/route_fallback",
@@ -215,6 +219,14 @@ fn per_call(c: &mut Criterion) {
             .provider(fast("open").breaker(Breaker::consecutive(1).open_for(HOUR)))
             .provider(fast("primary"))
             .provider(fast("secondary"))
+            .provider(
+                fast("trial").breaker(
+                    Breaker::consecutive(1)
+                        .open_for(Duration::from_millis(20))
+                        .jitter(0.0)
+                        .half_open_max_calls(1),
+                ),
+            )
             .route(Route::new("healthy").providers(["primary", "secondary"]))
             .route(Route::new("fallback").providers(["open", "secondary"]))
             .build()
@@ -225,6 +237,37 @@ fn per_call(c: &mut Criterion) {
     let tripped: Result<u64, _> =
         rt.block_on(fuse.call("open", || async { Err(Verdict::Failure) }));
     assert!(matches!(tripped, Err(CallError::Inner(Verdict::Failure))));
+    // Half-open with its one trial slot held by a call that never ends.
+    let trial: Result<u64, _> = rt.block_on(fuse.call("trial", || async { Err(Verdict::Failure) }));
+    assert!(matches!(trial, Err(CallError::Inner(Verdict::Failure))));
+    std::thread::sleep(Duration::from_millis(30));
+    let held = fuse.clone();
+    rt.spawn(async move {
+        // Rejected while still open: try again. Admitted as the trial: never returns.
+        loop {
+            let _: Result<u64, CallError<Verdict>> = held
+                .call("trial", std::future::pending::<Result<u64, Verdict>>)
+                .await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let half_open = fuse.provider("trial").expect("provider");
+    // Half-open is published before the held call takes the slot: wait until a call is
+    // rejected at once (one that is not is dropped, which gives back what it took).
+    let rejected_at_once = || {
+        let _entered = rt.enter();
+        let call = std::pin::pin!(half_open.call(|| async { Ok::<u64, Verdict>(1) }));
+        matches!(
+            call.poll(&mut Context::from_waker(Waker::noop())),
+            Poll::Ready(Err(CallError::Open {
+                state: fusebox::CircuitState::HalfOpen,
+                ..
+            }))
+        )
+    };
+    while half_open.state() != fusebox::CircuitState::HalfOpen || !rejected_at_once() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let _entered = rt.enter();
     let breaker = fuse.provider("breaker").expect("provider");
     let bulkheaded = fuse.provider("bulkheaded").expect("provider");
@@ -388,6 +431,12 @@ fn per_call(c: &mut Criterion) {
         bench("fusebox/open_rejection", &mut |n| {
             hammer(&h, threads, n, noop, |_| {
                 let r: Result<u64, CallError<Verdict>> = ready(open.call(|| async { Ok(1) }));
+                black_box(r.is_err());
+            })
+        });
+        bench("fusebox/half_open_full", &mut |n| {
+            hammer(&h, threads, n, noop, |_| {
+                let r: Result<u64, CallError<Verdict>> = ready(half_open.call(|| async { Ok(1) }));
                 black_box(r.is_err());
             })
         });
@@ -594,6 +643,10 @@ fn summary(since: SystemTime) {
                 "tower_resilience/open_rejection",
             ],
         ),
+        // Goal: a half-open rejection costs at most twice an open one (above 0.5 here).
+        ("fusebox/half_open_full", &["fusebox/open_rejection"]),
+        // Goal: the timed default config costs at most 1.5 times breaker-only (above 0.67).
+        ("fusebox/default_config", &["fusebox/breaker"]),
     ];
     println!(
         "\n## fusebox against each peer (peer median ÷ fusebox median: above 1 = fusebox faster)\n"

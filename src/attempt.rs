@@ -5,15 +5,22 @@
 //! [`call`]; a streamed call opens its stream with [`bounded`] and records its end (or its
 //! failure before the first chunk) with [`record`]. So the duration histogram, the timeout
 //! count, the latency average routes read and the report to the actor are kept in one place.
+//!
+//! [`Attempt`] is a hand-written future with no more state than the operation's own future,
+//! the admission and the start time: a call timeout (or a route deadline) adds one boxed
+//! timer, and a report the actor must decide one boxed delivery, only when there is one.
 
 use std::borrow::Borrow;
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use tokio::time::Instant;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
 
 use crate::provider::{Admitted, Count, Delivery};
-use crate::{ProviderHandle, Verdict};
+use crate::{CallError, ProviderHandle, Verdict};
 
 /// How one attempt at an admitted provider ended. The attempt has already recorded its
 /// outcome with the provider.
@@ -26,6 +33,23 @@ pub(crate) enum Ended<T, E> {
     TimedOut(Duration),
     /// The route's deadline passed; the attempt was abandoned as cancelled.
     Deadline,
+}
+
+impl<T, E> Ended<T, E> {
+    /// The result of a direct call that ended so.
+    #[inline]
+    pub(crate) fn into_call(self, handle: &ProviderHandle) -> Result<T, CallError<E>> {
+        match self {
+            Ended::Served(value) => Ok(value),
+            Ended::Failed(_, error) => Err(CallError::Inner(error)),
+            Ended::TimedOut(after) => Err(CallError::Timeout {
+                provider: handle.id().clone(),
+                after,
+            }),
+            // No route deadline applies to a direct call.
+            Ended::Deadline => Err(CallError::ShuttingDown),
+        }
+    }
 }
 
 /// Runs `fut` under the provider's call timeout and the route's deadline. `Err` holds the
@@ -49,13 +73,6 @@ pub(crate) async fn bounded<F: Future>(
         Err(_) if call_deadline == Some(at) => Err(call_timeout),
         Err(_) => Err(None),
     }
-}
-
-/// When an attempt started, if anything uses how long it took (the slow-call threshold, the
-/// duration histogram, a lowest-latency route): otherwise no clock is read.
-#[inline]
-pub(crate) fn start<H: Borrow<ProviderHandle>>(admitted: &Admitted<H>) -> Option<Instant> {
-    admitted.needs_clock().then(Instant::now)
 }
 
 /// Records how an attempt ended with its provider: the duration histogram and the latency
@@ -86,8 +103,181 @@ pub(crate) fn record<H: Borrow<ProviderHandle>>(
     admitted.report(verdict, elapsed.unwrap_or_default())
 }
 
-/// One attempt: `fut` under the call timeout and `deadline`, its outcome classified and
-/// recorded with the provider; returns once any decision it caused is published.
+pin_project! {
+    /// The timer bounding a running attempt: the earlier of the provider's call timeout and
+    /// the route's deadline. Boxed into an attempt only when one of them is set.
+    struct Bound {
+        #[pin]
+        sleep: Sleep,
+        // The call timeout, when it is what the timer fires for (it wins a tie with the
+        // route's deadline: it is what the provider is judged by); `None` for the deadline.
+        timeout: Option<Duration>,
+    }
+}
+
+impl Bound {
+    /// The bound of an attempt started `now` (which is read whenever a call timeout is set).
+    fn new(
+        now: Option<Instant>,
+        call_timeout: Option<Duration>,
+        deadline: Option<Instant>,
+    ) -> Option<Pin<Box<Bound>>> {
+        let call_deadline = now.zip(call_timeout).map(|(now, t)| now + t);
+        let at = match (call_deadline, deadline) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        Some(Box::pin(Bound {
+            sleep: tokio::time::sleep_until(at),
+            timeout: call_timeout.filter(|_| call_deadline == Some(at)),
+        }))
+    }
+
+    /// `Ready` once the timer fired, with the call timeout if it is what fired.
+    fn poll_fired(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Duration>> {
+        let this = self.project();
+        this.sleep.poll(cx).map(|()| *this.timeout)
+    }
+}
+
+pin_project! {
+    /// One attempt at an admitted provider: its operation's future under the call timeout
+    /// and the route's deadline, timed when something uses the time, its outcome classified
+    /// and recorded with the provider; ready once any decision it caused is published.
+    ///
+    /// Dropped before it is ready, its admission reports the call cancelled (and gives back
+    /// its slots); dropped while awaiting a decision, the report goes on in a task of its own
+    /// (see `Delivery`).
+    #[project = AttemptProj]
+    #[project_replace = AttemptOwn]
+    pub(crate) enum Attempt<'a, Fut, T, E> {
+        Running {
+            #[pin]
+            fut: Fut,
+            admitted: Admitted<&'a ProviderHandle>,
+            started: Option<Instant>,
+            // Whether the provider uses the duration (`started` may be read for the trace
+            // alone).
+            judged: bool,
+            bound: Option<Pin<Box<Bound>>>,
+        },
+        // The outcome is reported; the actor's decision is awaited before it is handed out.
+        Deciding {
+            decided: Pin<Box<Delivery>>,
+            ended: Ended<T, E>,
+            elapsed: Option<Duration>,
+        },
+        Done,
+    }
+}
+
+impl<'a, Fut, T, E> Attempt<'a, Fut, T, E>
+where
+    Fut: Future<Output = Result<T, E>>,
+{
+    /// Starts an attempt: `fut` (the operation's future, not yet polled) at `admitted`,
+    /// within the route's `deadline`. `timed`: time it even when the provider needs no
+    /// duration (for a routed call's trace). No clock is read unless something uses it.
+    #[inline]
+    pub(crate) fn new(
+        admitted: Admitted<&'a ProviderHandle>,
+        deadline: Option<Instant>,
+        fut: Fut,
+        timed: bool,
+    ) -> Self {
+        let limit = admitted.handle().shared.config.call_timeout;
+        let judged = admitted.needs_clock();
+        let clock = timed || judged;
+        let now = (clock || limit.is_some()).then(Instant::now);
+        let bound = if limit.is_none() && deadline.is_none() {
+            None
+        } else {
+            Bound::new(now, limit, deadline)
+        };
+        Attempt::Running {
+            fut,
+            admitted,
+            started: now.filter(|_| clock),
+            judged,
+            bound,
+        }
+    }
+
+    /// Polls the attempt. Ready with how it ended and, if it was timed, how long its
+    /// operation took (measured, even for a timeout).
+    #[inline]
+    pub(crate) fn poll_attempt<C>(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        classify: &C,
+    ) -> Poll<(Ended<T, E>, Option<Duration>)>
+    where
+        C: Fn(&E) -> Verdict,
+    {
+        let ended = match self.as_mut().project() {
+            AttemptProj::Running { fut, bound, .. } => match fut.poll(cx) {
+                Poll::Ready(output) => Ok(output),
+                Poll::Pending => match bound {
+                    Some(bound) => Err(ready!(bound.as_mut().poll_fired(cx))),
+                    None => return Poll::Pending,
+                },
+            },
+            AttemptProj::Deciding { decided, .. } => {
+                ready!(decided.as_mut().poll(cx));
+                let AttemptOwn::Deciding { ended, elapsed, .. } =
+                    self.project_replace(Attempt::Done)
+                else {
+                    unreachable!("the attempt was deciding")
+                };
+                return Poll::Ready((ended, elapsed));
+            }
+            AttemptProj::Done => panic!("attempt polled after it was ready"),
+        };
+        // Ended: the operation's future is dropped here, before the outcome is recorded.
+        let AttemptOwn::Running {
+            admitted,
+            started,
+            judged,
+            ..
+        } = self.as_mut().project_replace(Attempt::Done)
+        else {
+            unreachable!("the attempt was running")
+        };
+        let elapsed = started.map(|s| s.elapsed());
+        let (verdict, ended, timed_out) = match ended {
+            Ok(Ok(value)) => (Verdict::Success, Ended::Served(value), false),
+            Ok(Err(error)) => {
+                let verdict = classify(&error);
+                (verdict, Ended::Failed(verdict, error), false)
+            }
+            Err(Some(after)) => (Verdict::Failure, Ended::TimedOut(after), true),
+            // Abandoned for the route's sake, not the provider's: dropping the admission
+            // counts it as cancelled.
+            Err(None) => {
+                drop(admitted);
+                return Poll::Ready((Ended::Deadline, elapsed));
+            }
+        };
+        // A timed-out call is judged by its timeout, not by when the clock was read.
+        let judged = match ended {
+            Ended::TimedOut(after) => Some(after),
+            _ => elapsed.filter(|_| judged),
+        };
+        let Some(decided) = record(admitted, verdict, judged, timed_out, None) else {
+            return Poll::Ready((ended, elapsed));
+        };
+        // The report is queued: even if this attempt is dropped now, it is decided. Boxed: a
+        // decision already allocates (its reply channel), and the common case stays small.
+        self.set(Attempt::Deciding {
+            decided: Box::pin(decided),
+            ended,
+            elapsed,
+        });
+        self.poll_attempt(cx, classify)
+    }
+}
+
+/// One attempt, as an `async` function: see [`Attempt`].
 pub(crate) async fn call<T, E, C, Fut>(
     admitted: Admitted<&ProviderHandle>,
     deadline: Option<Instant>,
@@ -98,31 +288,8 @@ where
     C: Fn(&E) -> Verdict,
     Fut: Future<Output = Result<T, E>>,
 {
-    let started = start(&admitted);
-    let limit = admitted.handle().shared.config.call_timeout;
-    let ended = bounded(fut, limit, deadline).await;
-    let elapsed = started.map(|s| s.elapsed());
-    let (verdict, ended, timed_out) = match ended {
-        Ok(Ok(value)) => (Verdict::Success, Ended::Served(value), false),
-        Ok(Err(error)) => {
-            let verdict = classify(&error);
-            (verdict, Ended::Failed(verdict, error), false)
-        }
-        Err(Some(after)) => (Verdict::Failure, Ended::TimedOut(after), true),
-        // Abandoned for the route's sake, not the provider's: dropping the admission counts
-        // it as cancelled.
-        Err(None) => return Ended::Deadline,
-    };
-    // A timed-out call is judged by its timeout, not by when the clock was read.
-    let elapsed = match ended {
-        Ended::TimedOut(after) => Some(after),
-        _ => elapsed,
-    };
-    if let Some(decided) = record(admitted, verdict, elapsed, timed_out, None) {
-        // The report is queued: even if this caller is dropped now, it is decided. Boxed:
-        // a decision already allocates (its reply channel), and the common case's future
-        // stays small.
-        Box::pin(decided).await;
-    }
-    ended
+    let mut attempt = std::pin::pin!(Attempt::new(admitted, deadline, fut, false));
+    std::future::poll_fn(|cx| attempt.as_mut().poll_attempt(cx, classify))
+        .await
+        .0
 }

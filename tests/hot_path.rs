@@ -305,3 +305,31 @@ fn healthy_calls_with_a_fleet_allocate_nothing_and_touch_no_network() {
         "healthy calls reached the fleet link"
     );
 }
+
+/// A guarded call's future holds little more than the operation's own: what a caller's
+/// future embeds (and moves) for each call. The slow paths (a bulkhead queue, a trial
+/// admission, awaiting the actor's decision, a call timeout's timer) are boxed, only when
+/// taken.
+#[test]
+fn call_futures_are_small() {
+    let rt = runtime();
+    let fuse = rt.block_on(supervisor());
+    let _entered = rt.enter();
+    let op = || async { Ok::<u64, Verdict>(1) };
+    let operation = std::mem::size_of_val(&op());
+    for name in ["plain", "untimed", "bulkheaded"] {
+        let handle = fuse.provider(name).expect("provider");
+        let call = handle.call(op);
+        let size = std::mem::size_of_val(&call);
+        println!("`{name}`: call future {size} bytes (the operation's own: {operation})");
+        assert!(size <= 128, "`{name}`: the call future is {size} bytes");
+        let r: Result<u64, CallError<Verdict>> = ready(call);
+        assert_eq!(r.expect("healthy"), 1);
+    }
+    let routed = fuse.route("healthy", |_| async { Ok::<u64, Verdict>(1) });
+    println!(
+        "routed call future: {} bytes",
+        std::mem::size_of_val(&routed)
+    );
+    assert_eq!(ready(routed).expect("served").value, 1);
+}

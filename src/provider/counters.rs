@@ -7,6 +7,7 @@
 //! compare-and-swap), so the actor, which retags every stripe before it publishes a new
 //! epoch, never folds a success of an older epoch into the breaker.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, Ordering::Relaxed};
 use std::sync::OnceLock;
 
@@ -80,10 +81,28 @@ fn stripe_count() -> usize {
 }
 
 thread_local! {
-    static SLOT: usize = {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        NEXT.fetch_add(1, Relaxed)
-    };
+    /// This thread's stripe, assigned at its first count (`usize::MAX` until then). A `const`
+    /// initialiser: reading it is one thread-local load, with no lazy-initialisation check.
+    static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// This thread's stripe number (any number: it is masked by the stripe count).
+#[inline]
+fn slot() -> usize {
+    let slot = SLOT.get();
+    if slot != usize::MAX {
+        return slot;
+    }
+    assign_slot()
+}
+
+#[cold]
+fn assign_slot() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    // Masked below usize::MAX, the "unassigned" mark.
+    let slot = NEXT.fetch_add(1, Relaxed) & (usize::MAX >> 1);
+    SLOT.set(slot);
+    slot
 }
 
 impl Counters {
@@ -95,13 +114,24 @@ impl Counters {
 
     #[inline]
     fn stripe(&self) -> &Stripe {
-        let slot = SLOT.with(|s| *s) & (self.stripes.len() - 1);
+        let slot = slot() & (self.stripes.len() - 1);
         &self.stripes[slot]
     }
 
     #[inline]
     pub(crate) fn add(&self, count: Count, n: u64) {
         self.stripe().counts[count as usize].fetch_add(n, Relaxed);
+    }
+
+    /// Counts the end of a call admitted on the lock-free path (ignored, cancelled, stale or
+    /// handed to the actor), sequentially consistent like [`admit`](Self::admit): the
+    /// caller reads the shutdown flag next (`Closing::call_finished`), and a shutdown that
+    /// set it and then reads the counts must either see this end or be seen, so that it is
+    /// woken. (On x86 a sequentially consistent increment is the same `lock` instruction as
+    /// a relaxed one.)
+    #[inline]
+    pub(crate) fn end(&self, count: Count) {
+        self.stripe().counts[count as usize].fetch_add(1, Ordering::SeqCst);
     }
 
     /// Counts an admission with a sequentially consistent increment, so that a shutdown
@@ -122,10 +152,13 @@ impl Counters {
     /// Counts a success of a call admitted under `epoch`. `false` when the epoch is over
     /// (the actor has retagged the stripes): the caller counts it as stale instead.
     #[inline]
+    ///
+    /// The successful update is sequentially consistent, as for [`end`](Self::end): the
+    /// shutdown flag is read next.
     pub(crate) fn success(&self, epoch: u64) -> bool {
         self.stripe()
             .successes
-            .fetch_update(Relaxed, Relaxed, |word| {
+            .fetch_update(Ordering::SeqCst, Relaxed, |word| {
                 // Saturates: past 2^40 unfolded successes only the rate window's count is
                 // short, never the run-ending fact that one succeeded.
                 (same_epoch(word, epoch)).then(|| word + u64::from(word & COUNT_MASK != COUNT_MASK))
@@ -154,7 +187,8 @@ impl Counters {
     pub(crate) fn pending_successes(&self) -> u64 {
         self.stripes
             .iter()
-            .map(|s| s.successes.load(Relaxed) & COUNT_MASK)
+            // Sequentially consistent: read by a shutdown after it set its flag (see `end`).
+            .map(|s| s.successes.load(Ordering::SeqCst) & COUNT_MASK)
             .sum()
     }
 

@@ -2,12 +2,15 @@
 
 use std::borrow::Borrow;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use futures::future::Either;
 use futures::Stream;
 use kameo::actor::ActorRef;
+use pin_project_lite::pin_project;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -17,7 +20,7 @@ use super::counters::Count;
 use super::fleet::TrialGate;
 use super::shared::{Closing, Shared};
 use super::status::ProviderStatus;
-use crate::attempt::{self, Ended};
+use crate::attempt::Attempt;
 use crate::breaker::{CircuitState, Outcome, Permit, Rejection};
 use crate::bulkhead::Denied;
 use crate::stream::{self, GuardedStream};
@@ -84,7 +87,30 @@ pub(crate) struct Admitted<H: Borrow<ProviderHandle>> {
 impl<H: Borrow<ProviderHandle>> Admitted<H> {
     /// Records the call's outcome. When the actor must decide, returns the delivery to
     /// await for its decision to be published.
+    #[inline]
     pub(crate) fn report(mut self, verdict: Verdict, elapsed: Duration) -> Option<Delivery> {
+        // The common case first, small enough to inline: a success on the lock-free path,
+        // with no slow-call threshold to check it against.
+        if verdict == Verdict::Success {
+            if let Some(permit) = &self.permit {
+                let handle = self.handle.borrow();
+                let shared = &handle.shared;
+                if !permit.is_trial() && shared.slow_threshold.is_none() {
+                    if !shared.counters.success(permit.epoch()) {
+                        shared.counters.end(Count::StaleSuccesses);
+                    }
+                    self.permit = None;
+                    handle.closing.call_finished();
+                    return None;
+                }
+            }
+        }
+        self.report_slow(verdict, elapsed)
+    }
+
+    /// [`report`](Self::report) for everything but a plain success.
+    #[inline(never)]
+    fn report_slow(mut self, verdict: Verdict, elapsed: Duration) -> Option<Delivery> {
         let permit = self.permit.take()?;
         let handle = self.handle.borrow();
         let shared = &handle.shared;
@@ -92,7 +118,7 @@ impl<H: Borrow<ProviderHandle>> Admitted<H> {
         let is_trial = permit.is_trial();
         if is_trial || verdict.is_failure() || slow {
             if !is_trial {
-                shared.counters.add(Count::Reported, 1);
+                shared.counters.end(Count::Reported);
             }
             Delivery::send(
                 &handle.actor,
@@ -101,11 +127,11 @@ impl<H: Borrow<ProviderHandle>> Admitted<H> {
             )
         } else {
             if verdict == Verdict::Ignored {
-                shared.counters.add(Count::FastIgnored, 1);
+                shared.counters.end(Count::FastIgnored);
             } else if !shared.counters.success(permit.epoch()) {
                 // Admitted before the circuit last changed (or was reset): it must not end
                 // the new epoch's run of failures.
-                shared.counters.add(Count::StaleSuccesses, 1);
+                shared.counters.end(Count::StaleSuccesses);
             }
             handle.closing.call_finished();
             None
@@ -159,7 +185,7 @@ impl<H: Borrow<ProviderHandle>> Drop for Admitted<H> {
         if permit.is_trial() {
             Delivery::spawn(&handle.actor, permit, Outcome::Cancelled);
         } else {
-            handle.shared.counters.add(Count::FastCancelled, 1);
+            handle.shared.counters.end(Count::FastCancelled);
             handle.closing.call_finished();
         }
     }
@@ -300,51 +326,18 @@ impl ProviderHandle {
         T: 'a,
         E: 'a,
     {
+        let call = Call {
+            handle: self,
+            classify,
+            state: CallState::Start { op },
+        };
         let span = tracing::debug_span!("fusebox.call", provider = %self.shared.id);
         if span.is_disabled() {
             // No subscriber wants the span: skip the wrapper on the hot path.
-            return Either::Left(self.guarded(classify, op));
+            return Either::Left(call);
         }
         // Boxed, so that the wrapper costs the hot path nothing when tracing is off.
-        Either::Right(Box::pin(self.guarded(classify, op).instrument(span)))
-    }
-
-    /// One guarded call: admission decided without waiting wherever it can be (closed, open,
-    /// isolated, half-open with every trial slot taken); the slow paths (a bulkhead queue, a
-    /// trial admission by the actor) run in a boxed future of their own, so the common
-    /// case's future holds little more than the operation's.
-    async fn guarded<T, E, C, F, Fut>(&self, classify: C, op: F) -> Result<T, CallError<E>>
-    where
-        C: Fn(&E) -> Verdict,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-    {
-        let admitted = match self.admit_now() {
-            Some(admission) => admission,
-            None => Box::pin(self.admit(true)).await,
-        }
-        .map_err(|r| r.into_error(&self.shared.id))?;
-        // A budget reserves its default estimate (a plain call reports no usage).
-        let _reserved = match &self.shared.budget {
-            None => None,
-            Some(budget) => match budget.reserve(budget.default_estimate()) {
-                Ok(reserved) => Some(reserved),
-                Err(over) => {
-                    admitted.withdraw();
-                    return Err(over.into_error(&self.shared.id));
-                }
-            },
-        };
-        match attempt::call(admitted, None, &classify, op()).await {
-            Ended::Served(value) => Ok(value),
-            Ended::Failed(_, error) => Err(CallError::Inner(error)),
-            Ended::TimedOut(after) => Err(CallError::Timeout {
-                provider: self.shared.id.clone(),
-                after,
-            }),
-            // No route deadline applies to a direct call.
-            Ended::Deadline => Err(CallError::ShuttingDown),
-        }
+        Either::Right(Box::pin(call.instrument(span)))
     }
 
     /// Opens a streamed call, classifying errors with their [`Classify`] implementation. See
@@ -389,26 +382,23 @@ impl ProviderHandle {
             .admit(true)
             .await
             .map_err(|r| r.into_error(&self.shared.id))?;
-        // A budget reserves its default estimate (a stream's usage is not reported back).
-        let _reserved = match &self.shared.budget {
-            None => None,
-            Some(budget) => match budget.reserve(budget.default_estimate()) {
-                Ok(reserved) => Some(reserved),
-                Err(over) => {
-                    admitted.withdraw();
-                    return Err(over.into_error(&self.shared.id));
-                }
-            },
-        };
-        match stream::open(self, admitted, None, classify, op(), false).await {
-            Ended::Served(stream) => Ok(stream),
-            Ended::Failed(_, error) => Err(CallError::Inner(error)),
-            Ended::TimedOut(after) => Err(CallError::Timeout {
-                provider: self.shared.id.clone(),
-                after,
-            }),
-            // No route deadline applies to a direct call.
-            Ended::Deadline => Err(CallError::ShuttingDown),
+        if let Err(over) = self.reserve_default() {
+            admitted.withdraw();
+            return Err(over.into_error(&self.shared.id));
+        }
+        stream::open(self, admitted, None, classify, op(), false)
+            .await
+            .into_call(self)
+    }
+
+    /// Reserves the budget's default estimate, if the provider has a budget: what a call
+    /// that reports no usage (a plain call, a stream) takes. The reservation stands (it is
+    /// never settled).
+    #[inline]
+    fn reserve_default(&self) -> Result<(), crate::budget::OverBudget> {
+        match &self.shared.budget {
+            None => Ok(()),
+            Some(budget) => budget.reserve(budget.default_estimate()).map(drop),
         }
     }
 
@@ -438,6 +428,20 @@ impl ProviderHandle {
     /// `None` when admission needs the bulkhead or the actor.
     #[inline]
     pub(crate) fn admit_now(&self) -> Option<Result<Admitted<&Self>, Reject>> {
+        // The common case first, small enough to inline: a closed circuit without a bulkhead.
+        let shared = &*self.shared;
+        if shared.bulkhead.is_none() && self.actor.is_alive() {
+            let gate = shared.gate();
+            if gate.state == CircuitState::Closed {
+                return Some(self.enter(gate.epoch, None));
+            }
+        }
+        self.admit_now_slow()
+    }
+
+    /// [`admit_now`](Self::admit_now) for every other case.
+    #[inline(never)]
+    fn admit_now_slow(&self) -> Option<Result<Admitted<&Self>, Reject>> {
         let shared = &*self.shared;
         // A provider whose actor is gone for good (shut down, or past its panic limit)
         // would run unprotected: refuse instead.
@@ -463,12 +467,13 @@ impl ProviderHandle {
             },
             _ if self.closing.is_closed() => Some(Err(Reject::ShuttingDown)),
             CircuitState::Open => {
-                let (until, now) = (shared.open_until(), Instant::now());
-                (now < until).then(|| {
+                // One clock read and one subtraction: not yet due while time is left.
+                let left = shared.open_until().checked_duration_since(Instant::now());
+                left.filter(|left| !left.is_zero()).map(|left| {
                     shared.counters.add(Count::RejectedOpen, 1);
                     Err(Reject::Circuit(Rejection {
                         state: CircuitState::Open,
-                        retry_after: Some(until - now),
+                        retry_after: Some(left),
                         failure_count: shared.failure_count(),
                     }))
                 })
@@ -618,6 +623,92 @@ impl ProviderHandle {
                 }
             }
             return Ok(admitted);
+        }
+    }
+}
+
+/// A bulkhead queue wait or a trial admission by the actor: the slow paths of admission,
+/// boxed so that the common case's future does not hold them.
+type Admitting<'a> =
+    Pin<Box<dyn Future<Output = Result<Admitted<&'a ProviderHandle>, Reject>> + Send + Sync + 'a>>;
+
+pin_project! {
+    /// The future of [`ProviderHandle::call_with`]: admission decided at the first poll
+    /// without waiting wherever it can be (closed, open, isolated, half-open with every trial
+    /// slot taken), then one [`Attempt`]. The slow paths of admission (a bulkhead queue, a
+    /// trial admission by the actor) run in a boxed future of their own.
+    struct Call<'a, C, F, Fut, T, E> {
+        handle: &'a ProviderHandle,
+        classify: C,
+        #[pin]
+        state: CallState<'a, F, Fut, T, E>,
+    }
+}
+
+pin_project! {
+    #[project = CallProj]
+    #[project_replace = CallOwn]
+    enum CallState<'a, F, Fut, T, E> {
+        Start { op: F },
+        Admitting { op: F, admitting: Admitting<'a> },
+        Running { #[pin] attempt: Attempt<'a, Fut, T, E> },
+        Done,
+    }
+}
+
+impl<'a, T, E, C, F, Fut> Future for Call<'a, C, F, Fut, T, E>
+where
+    C: Fn(&E) -> Verdict,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    type Output = Result<T, CallError<E>>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let handle: &'a ProviderHandle = this.handle;
+        loop {
+            let admitted = match this.state.as_mut().project() {
+                CallProj::Running { attempt } => {
+                    let (ended, _) = ready!(attempt.poll_attempt(cx, this.classify));
+                    this.state.set(CallState::Done);
+                    return Poll::Ready(ended.into_call(handle));
+                }
+                CallProj::Start { .. } => match handle.admit_now() {
+                    Some(decided) => decided,
+                    None => {
+                        let CallOwn::Start { op } =
+                            this.state.as_mut().project_replace(CallState::Done)
+                        else {
+                            unreachable!("the call was starting")
+                        };
+                        this.state.set(CallState::Admitting {
+                            op,
+                            admitting: Box::pin(handle.admit(true)),
+                        });
+                        continue;
+                    }
+                },
+                CallProj::Admitting { admitting, .. } => ready!(admitting.as_mut().poll(cx)),
+                CallProj::Done => panic!("call polled after it was ready"),
+            };
+            let op = match this.state.as_mut().project_replace(CallState::Done) {
+                CallOwn::Start { op } | CallOwn::Admitting { op, .. } => op,
+                _ => unreachable!("the call was being admitted"),
+            };
+            let admitted = match admitted {
+                Ok(admitted) => admitted,
+                Err(reject) => return Poll::Ready(Err(reject.into_error(&handle.shared.id))),
+            };
+            // A budget reserves its default estimate (a plain call reports no usage).
+            if let Err(over) = handle.reserve_default() {
+                admitted.withdraw();
+                return Poll::Ready(Err(over.into_error(&handle.shared.id)));
+            }
+            this.state.set(CallState::Running {
+                attempt: Attempt::new(admitted, None, op(), false),
+            });
         }
     }
 }

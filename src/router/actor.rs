@@ -158,7 +158,8 @@ impl RouterActor {
     fn publish(&mut self, force: bool) {
         let now = Instant::now();
         let current = self.ctx.table.load_full();
-        let mut routes = HashMap::with_capacity(self.config.routes.len());
+        let mut routes =
+            super::NameMap::with_capacity_and_hasher(self.config.routes.len(), Default::default());
         let mut changed = force
             || current.routes.len() != self.config.routes.len()
             || current.providers.len() != self.providers.len();

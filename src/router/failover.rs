@@ -34,6 +34,21 @@ pub(crate) trait Attempter<T, E> {
         deadline: Option<Instant>,
     ) -> Ended<T, E>;
 
+    /// Whether [`attempt_timed`](Self::attempt_timed) times the attempt itself (otherwise
+    /// the loop reads the clock around it, for the trace).
+    const TIMED: bool = false;
+
+    /// Like [`attempt`](Self::attempt), with how long the attempt took when it is
+    /// [`TIMED`](Self::TIMED).
+    async fn attempt_timed(
+        &mut self,
+        handle: &ProviderHandle,
+        admitted: Admitted<&ProviderHandle>,
+        deadline: Option<Instant>,
+    ) -> (Ended<T, E>, Option<Duration>) {
+        (self.attempt(handle, admitted, deadline).await, None)
+    }
+
     /// The class of an error (for the fallbacks by class: see `router::retry`).
     fn class(&self, error: &E) -> crate::ErrorClass {
         let _ = error;
@@ -68,6 +83,17 @@ impl<T, E, A: Attempter<T, E>> Attempter<T, E> for &mut A {
         deadline: Option<Instant>,
     ) -> Ended<T, E> {
         (**self).attempt(handle, admitted, deadline).await
+    }
+
+    const TIMED: bool = A::TIMED;
+
+    async fn attempt_timed(
+        &mut self,
+        handle: &ProviderHandle,
+        admitted: Admitted<&ProviderHandle>,
+        deadline: Option<Instant>,
+    ) -> (Ended<T, E>, Option<Duration>) {
+        (**self).attempt_timed(handle, admitted, deadline).await
     }
 
     fn class(&self, error: &E) -> crate::ErrorClass {
@@ -105,9 +131,23 @@ where
         admitted: Admitted<&ProviderHandle>,
         deadline: Option<Instant>,
     ) -> Ended<T, E> {
-        let _ = handle;
-        let call = (self.op)(admitted.handle().id().clone());
-        attempt::call(admitted, deadline, &self.classify, call).await
+        self.attempt_timed(handle, admitted, deadline).await.0
+    }
+
+    const TIMED: bool = true;
+
+    /// One [`Attempt`](attempt::Attempt), timed by itself (its start and end clock reads
+    /// serve the provider's duration histogram and the trace alike).
+    async fn attempt_timed(
+        &mut self,
+        handle: &ProviderHandle,
+        admitted: Admitted<&ProviderHandle>,
+        deadline: Option<Instant>,
+    ) -> (Ended<T, E>, Option<Duration>) {
+        let call = (self.op)(handle.id().clone());
+        let mut running = std::pin::pin!(attempt::Attempt::new(admitted, deadline, call, true));
+        let classify = &self.classify;
+        std::future::poll_fn(|cx| running.as_mut().poll_attempt(cx, classify)).await
     }
 }
 
@@ -115,13 +155,15 @@ where
 /// with the preferred (not demoted) members re-sorted per call by the per-call policies:
 /// those that can take calls now (closed or half-open) first, by load or latency, then the
 /// others in order. On the stack for routes of up to [`INLINE_MEMBERS`] members.
-fn call_order(view: &RouteView) -> SmallVec<[u16; INLINE_MEMBERS]> {
-    let mut order: SmallVec<[u16; INLINE_MEMBERS]> = (0..view.members.len() as u16).collect();
+fn call_order(view: &RouteView) -> Order {
+    let all = 0..view.members.len() as u16;
     let score: fn(&ProviderHandle) -> f64 = match view.config.policy {
         Policy::LeastLoaded => |h| h.shared.load(),
         Policy::LowestLatency => |h| h.shared.latency().map_or(0.0, |d| d.as_secs_f64()),
-        _ => return order,
+        // The published order as it is: nothing to build.
+        _ => return Order::Published(all),
     };
+    let mut order: SmallVec<[u16; INLINE_MEMBERS]> = all.collect();
     let head = &mut order[..view.preferred];
     let mut scored: SmallVec<[(bool, f64, u16); INLINE_MEMBERS]> = head
         .iter()
@@ -139,7 +181,40 @@ fn call_order(view: &RouteView) -> SmallVec<[u16; INLINE_MEMBERS]> {
     for (slot, (_, _, i)) in head.iter_mut().zip(scored) {
         *slot = i;
     }
-    order
+    Order::Sorted(order.into_iter())
+}
+
+/// The order one call tries the members in: [`call_order`], with the slow-start ramps
+/// applied (`router::ramp`) when a preferred member has one.
+#[inline]
+fn ordered(view: &RouteView) -> Order {
+    let order = call_order(view);
+    let preferred = &view.members[..view.preferred.min(view.members.len())];
+    if preferred.iter().all(|m| m.ramp.is_none()) {
+        return order;
+    }
+    let order: SmallVec<[u16; INLINE_MEMBERS]> = order.collect();
+    Order::Sorted(super::ramp::apply(view, order).into_iter())
+}
+
+/// The member indices in the order one call tries them.
+enum Order {
+    /// The router's published order.
+    Published(std::ops::Range<u16>),
+    /// Re-sorted for this call by a per-call policy.
+    Sorted(smallvec::IntoIter<[u16; INLINE_MEMBERS]>),
+}
+
+impl Iterator for Order {
+    type Item = u16;
+
+    #[inline]
+    fn next(&mut self) -> Option<u16> {
+        match self {
+            Order::Published(range) => range.next(),
+            Order::Sorted(sorted) => sorted.next(),
+        }
+    }
 }
 
 /// Routes of up to this many providers are ordered on the stack.
@@ -198,7 +273,7 @@ where
         let mut called = false;
         // Members skipped because they are being removed (or the supervisor shuts down).
         let mut retiring = 0;
-        for index in super::ramp::apply(view, call_order(view)) {
+        for index in ordered(view) {
             let index = usize::from(index);
             let member = &view.members[index];
             let handle = &member.handle;
@@ -220,7 +295,12 @@ where
                     elapsed: Duration::ZERO,
                 });
             };
-            let admitted = match handle.admit(false).await {
+            let admitted = match handle.admit_now() {
+                Some(decided) => decided,
+                // A bulkhead or a trial admission by the actor: boxed, off the common path.
+                None => Box::pin(handle.admit(false)).await,
+            };
+            let admitted = match admitted {
                 Ok(admitted) => admitted,
                 Err(Reject::Circuit(r)) if r.state == CircuitState::Isolated => {
                     skip(&mut attempts, AttemptOutcome::SkippedIsolated);
@@ -310,11 +390,11 @@ where
             if let Some(index) = queue_at {
                 // Everything that could serve was saturated: wait in the best one's queue.
                 let member = &view.members[index];
+                // Boxed: the slow path's futures stay out of the common case's.
+                let queue = Box::pin(member.handle.admit(true));
                 let queued = match deadline {
-                    Some(d) => tokio::time::timeout_at(d, member.handle.admit(true))
-                        .await
-                        .ok(),
-                    None => Some(member.handle.admit(true).await),
+                    Some(d) => Box::pin(tokio::time::timeout_at(d, queue)).await.ok(),
+                    None => Some(queue.await),
                 };
                 match queued {
                     None => return Err(deadline_exceeded(attempts)),
@@ -369,11 +449,11 @@ where
         };
         if let Some(d) = deadline {
             if Instant::now() + pause > d {
-                tokio::time::sleep_until(d).await;
+                Box::pin(tokio::time::sleep_until(d)).await;
                 return Err(deadline_exceeded(attempts));
             }
         }
-        tokio::time::sleep(pause).await;
+        Box::pin(tokio::time::sleep(pause)).await;
         waited += pause;
     }
 }
@@ -433,22 +513,26 @@ where
     let (mut admitted, mut reserved) = admission;
     let mut tries = 1;
     loop {
-        let t0 = Instant::now();
+        // Read only if the attempter does not time the attempt itself.
+        let t0 = (!A::TIMED).then(Instant::now);
         let span = tracing::debug_span!("fusebox.attempt", provider = %provider);
-        let ended = if span.is_disabled() {
-            attempter.attempt(handle, admitted, deadline).await
+        let (ended, elapsed) = if span.is_disabled() {
+            attempter.attempt_timed(handle, admitted, deadline).await
         } else {
             attempter
-                .attempt(handle, admitted, deadline)
+                .attempt_timed(handle, admitted, deadline)
                 .instrument(span)
                 .await
         };
+        let elapsed = elapsed
+            .or_else(|| t0.map(|t| t.elapsed()))
+            .unwrap_or_default();
         let mut record = |outcome: AttemptOutcome| {
             member.counters.add(result_of(&outcome));
             attempts.push(Attempt {
                 provider: provider.clone(),
                 outcome,
-                elapsed: t0.elapsed(),
+                elapsed,
             });
         };
         let (verdict, hint) = match &ended {

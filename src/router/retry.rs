@@ -123,6 +123,17 @@ impl<T, E: Classify, A: Attempter<T, E>> Attempter<T, E> for Classified<A> {
         self.0.attempt(handle, admitted, deadline).await
     }
 
+    const TIMED: bool = A::TIMED;
+
+    async fn attempt_timed(
+        &mut self,
+        handle: &ProviderHandle,
+        admitted: Admitted<&ProviderHandle>,
+        deadline: Option<Instant>,
+    ) -> (Ended<T, E>, Option<Duration>) {
+        self.0.attempt_timed(handle, admitted, deadline).await
+    }
+
     fn class(&self, error: &E) -> ErrorClass {
         error.error_class()
     }
@@ -159,6 +170,17 @@ where
         deadline: Option<Instant>,
     ) -> Ended<Metered<T>, E> {
         self.calls.attempt(handle, admitted, deadline).await
+    }
+
+    const TIMED: bool = true;
+
+    async fn attempt_timed(
+        &mut self,
+        handle: &ProviderHandle,
+        admitted: Admitted<&ProviderHandle>,
+        deadline: Option<Instant>,
+    ) -> (Ended<Metered<T>, E>, Option<Duration>) {
+        self.calls.attempt_timed(handle, admitted, deadline).await
     }
 
     fn estimate(&self) -> Option<u64> {

@@ -207,7 +207,7 @@ impl Supervisor {
             }),
             providers: HashMap::new(),
             order: Vec::new(),
-            routes: HashMap::new(),
+            routes: router::NameMap::default(),
         }));
         let router = RouterActor::supervise(&router_root, router_ctx.clone())
             .restart_policy(kameo::supervision::RestartPolicy::Permanent)
@@ -627,14 +627,16 @@ impl Supervisor {
     where
         A: router::Attempter<T, E>,
     {
-        let Some(view) = self.table().routes.get(route).cloned() else {
+        // The table's guard is held for the call (no reference count is touched).
+        let table = self.table();
+        let Some(view) = table.routes.get(route) else {
             return Err(RouteError::UnknownRoute(route.to_owned()));
         };
         let span = tracing::debug_span!("fusebox.route", route);
         let routed = if span.is_disabled() {
-            router::run(&view, &mut attempter).await
+            router::run(view, &mut attempter).await
         } else {
-            router::run(&view, &mut attempter).instrument(span).await
+            router::run(view, &mut attempter).instrument(span).await
         };
         match routed {
             Err(RouteError::NotRetryable { error, attempts })
