@@ -12,7 +12,9 @@
 //! Every strategy serves a request from the fallback when it does not get an answer from the
 //! primary.
 //!
-//! Strategies: fusebox (a route primary → fallback with the breaker below), a naive retry
+//! Strategies: fusebox (a route primary → fallback with the breaker below; and the same with
+//! same-provider retries: 3 attempts, 100 ms back-off doubling, the default 20 % retry
+//! budget), a naive retry
 //! loop (2/4/8 s backoff, then the fallback), the consecutive-count breaker the first article
 //! describes (5 failures, 60 s recovery, one trial), and failsafe 1.3 (its default policy, and
 //! its policies set to fusebox's thresholds). failsafe reads time through a `#[doc(hidden)]`
@@ -38,7 +40,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fusebox::{Breaker, Classify, EventKind, Provider, Route, Supervisor, Verdict, Window};
+use fusebox::{Breaker, Classify, EventKind, Provider, Retry, Route, Supervisor, Verdict, Window};
 use tokio::task::LocalSet;
 use tokio::time::Instant;
 
@@ -193,8 +195,13 @@ struct Fusebox {
 
 impl Fusebox {
     async fn new(start: Instant, breaker: Breaker) -> Self {
+        Self::with_primary(start, Provider::new("primary").breaker(breaker)).await
+    }
+
+    /// With `primary` configured as given (a `Retry`, say).
+    async fn with_primary(start: Instant, primary: Provider) -> Self {
         let fuse = Supervisor::builder()
-            .provider(Provider::new("primary").breaker(breaker))
+            .provider(primary)
             .provider(Provider::new("fallback"))
             .route(Route::new("chat").providers(["primary", "fallback"]))
             .build()
@@ -677,6 +684,17 @@ fn main() {
             "naive retry (2/4/8 s, then fallback)",
             true,
             async |_| NaiveRetry,
+            None,
+        ),
+        simulate(
+            "fusebox with retries (3 attempts, 20 % budget)",
+            true,
+            async |start| {
+                let primary = Provider::new("primary")
+                    .breaker(fusebox_breaker())
+                    .retry(Retry::new().attempts(3));
+                Fusebox::with_primary(start, primary).await
+            },
             None,
         ),
         simulate(

@@ -1,6 +1,7 @@
 //! A provider at run time: its actor, its shared state and the handle callers use.
 
 mod actor;
+mod budgeted;
 mod counters;
 // Without the `redis` feature no link exists: the port is never set.
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]

@@ -41,6 +41,7 @@
 mod actor;
 mod attempt;
 mod failover;
+mod retry;
 mod status;
 mod table;
 
@@ -56,6 +57,7 @@ pub use actor::{
 };
 pub use attempt::{Attempt, AttemptOutcome, Attempts, Routed};
 pub(crate) use failover::{run, Attempter, Calls};
+pub(crate) use retry::{on_content_policy, Classified, MeteredCalls};
 pub use status::{RouteMember, RouteStatus, RouterStatus};
 pub use table::Reason;
 pub(crate) use table::{AttemptResult, RouteCounters, Table};
