@@ -124,6 +124,9 @@ pub struct FleetStatus {
     pub trials_leased: u64,
     /// Half-open trials not run here because another replica held the lease.
     pub trials_deferred: u64,
+    /// Half-open trials run without the lease because Redis did not answer the lease request
+    /// within `lease_wait`, or the link was down (the fallback to a lone replica's trial).
+    pub trials_unleased: u64,
     /// Local changes waiting to be written (made while Redis was unreachable).
     pub pending: u64,
     /// How often every record is re-read.
