@@ -12,7 +12,9 @@
 //! Every strategy serves a request from the fallback when it does not get an answer from the
 //! primary.
 //!
-//! Strategies: fusebox (a route primary → fallback with the breaker below; and the same with
+//! Strategies: fusebox (a route primary → fallback with the breaker below; with the
+//! previous default cap; with a recovery probe of the primary every 2 s, one success or two
+//! in a row ending an open period, with slow start, with a long open duration; and with
 //! same-provider retries: 3 attempts, 100 ms back-off doubling, the default 20 % retry
 //! budget), a naive retry
 //! loop (2/4/8 s backoff, then the fallback), the consecutive-count breaker the first article
@@ -25,7 +27,11 @@
 //!
 //! Figures, per strategy:
 //! - primary calls in the outage windows (and how many of them failed): load on a provider
-//!   that is down;
+//!   that is down; split into the hard-down window and the flapping window (a strategy that
+//!   keeps the primary out from 6:00 past 7:00 never sees the flapping window);
+//! - probe requests (fusebox's recovery probes: a models list, say, that follows the script
+//!   like a call, answered in 20 ms when healthy), counted apart from calls;
+//! - time from each window's end to the primary's first answer;
 //! - requests served (from either provider) and the peak of requests in flight;
 //! - time from each window's start to the breaker opening;
 //! - time from each window's end to full traffic on the primary: after the last request of
@@ -37,10 +43,13 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fusebox::{Breaker, Classify, EventKind, Provider, Retry, Route, Supervisor, Verdict, Window};
+use fusebox::{
+    Breaker, Classify, EventKind, Probe, Provider, Retry, Route, Supervisor, Verdict, Window,
+};
 use tokio::task::LocalSet;
 use tokio::time::Instant;
 
@@ -103,6 +112,8 @@ struct Script {
     flapping_calls: Cell<u64>,
     calls_in_windows: Cell<u64>,
     failed: Cell<u64>,
+    /// Calls and failed calls while hard down (the rest of the window counts are flapping).
+    down_calls: Cell<(u64, u64)>,
     attempt: Cell<u64>,
 }
 
@@ -114,6 +125,7 @@ impl Script {
             flapping_calls: Cell::new(0),
             calls_in_windows: Cell::new(0),
             failed: Cell::new(0),
+            down_calls: Cell::new((0, 0)),
             attempt: Cell::new(0),
         }
     }
@@ -127,6 +139,10 @@ impl Script {
         let phase = phase(self.now(), self.hard_down);
         if phase != Phase::Healthy {
             self.calls_in_windows.set(self.calls_in_windows.get() + 1);
+        }
+        if phase == Phase::Down {
+            let (calls, failed) = self.down_calls.get();
+            self.down_calls.set((calls + 1, failed + 1));
         }
         let fails = match phase {
             Phase::Healthy => false,
@@ -184,6 +200,10 @@ struct Trip {
 trait Strategy {
     async fn serve(&self, script: &Script, request: u64) -> Served;
     fn trips(&self) -> Vec<Trip>;
+    /// Recovery probe requests sent to the primary (counted apart from calls).
+    fn probes(&self) -> u64 {
+        0
+    }
 }
 
 // ---- fusebox -----------------------------------------------------------------------------
@@ -191,15 +211,65 @@ trait Strategy {
 struct Fusebox {
     fuse: Supervisor,
     trips: Rc<RefCell<Vec<Trip>>>,
+    probes: Arc<AtomicU64>,
+}
+
+/// A recovery probe of the primary (a models list, say): it follows the script like a call
+/// (hard down: a 503 after 50 ms; flapping: every other probe fails; healthy: an answer in
+/// 20 ms), counting itself in `probes`.
+fn probe_op(
+    start: Instant,
+    probes: Arc<AtomicU64>,
+) -> impl Fn() -> futures::future::BoxFuture<'static, Result<(), Http503>> + Send + Sync + 'static {
+    let flapping = Arc::new(AtomicU64::new(0));
+    move || {
+        let (probes, flapping) = (probes.clone(), flapping.clone());
+        Box::pin(async move {
+            probes.fetch_add(1, Ordering::Relaxed);
+            let fails = match phase(start.elapsed(), true) {
+                Phase::Healthy => false,
+                Phase::Down => true,
+                Phase::Flapping => flapping.fetch_add(1, Ordering::Relaxed) % 2 == 1,
+            };
+            if fails {
+                tokio::time::sleep(FAIL_AFTER).await;
+                Err(Http503)
+            } else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(())
+            }
+        })
+    }
 }
 
 impl Fusebox {
     async fn new(start: Instant, breaker: Breaker) -> Self {
-        Self::with_primary(start, Provider::new("primary").breaker(breaker)).await
+        Self::with_primary(
+            start,
+            Provider::new("primary").breaker(breaker),
+            Arc::default(),
+        )
+        .await
     }
 
-    /// With `primary` configured as given (a `Retry`, say).
-    async fn with_primary(start: Instant, primary: Provider) -> Self {
+    /// With a probe of the primary every `interval`, `successes` in a row to end an open.
+    async fn probed(
+        start: Instant,
+        breaker: Breaker,
+        interval: Duration,
+        successes: u32,
+        slow_start: Option<Duration>,
+    ) -> Self {
+        let probes = Arc::new(AtomicU64::new(0));
+        let probe = Probe::new(interval, probe_op(start, probes.clone())).successes(successes);
+        let mut primary = Provider::new("primary").breaker(breaker).probe_with(probe);
+        if let Some(window) = slow_start {
+            primary = primary.slow_start(window);
+        }
+        Self::with_primary(start, primary, probes).await
+    }
+
+    async fn with_primary(start: Instant, primary: Provider, probes: Arc<AtomicU64>) -> Self {
         let fuse = Supervisor::builder()
             .provider(primary)
             .provider(Provider::new("fallback"))
@@ -233,7 +303,11 @@ impl Fusebox {
                 }
             }
         });
-        Fusebox { fuse, trips }
+        Fusebox {
+            fuse,
+            trips,
+            probes,
+        }
     }
 }
 
@@ -261,6 +335,10 @@ impl Strategy for Fusebox {
 
     fn trips(&self) -> Vec<Trip> {
         self.trips.borrow().clone()
+    }
+
+    fn probes(&self) -> u64 {
+        self.probes.load(Ordering::Relaxed)
     }
 }
 
@@ -442,7 +520,9 @@ struct Outcome {
     trips: Vec<Trip>,
     calls_in_windows: u64,
     failed: u64,
+    down_calls: (u64, u64),
     peak_in_flight: u64,
+    probes: u64,
     wall: Duration,
 }
 
@@ -526,7 +606,9 @@ where
         trips: strategy.trips(),
         calls_in_windows: script.calls_in_windows.get(),
         failed: script.failed.get(),
+        down_calls: script.down_calls.get(),
         peak_in_flight: peak.get(),
+        probes: strategy.probes(),
         wall: wall.elapsed(),
     }
 }
@@ -612,12 +694,27 @@ fn time_to_full(o: &Outcome, healthy: (Duration, Duration)) -> String {
     }
 }
 
+/// From a window's end to the first request the primary answered at the first attempt in
+/// the healthy period after it.
+fn time_to_first(o: &Outcome, healthy: (Duration, Duration)) -> String {
+    match o
+        .records
+        .iter()
+        .filter(|r| in_window(r.start, healthy) && r.served.primary_first)
+        .map(|r| r.start)
+        .min()
+    {
+        Some(t) => secs(t - healthy.0),
+        None => format!("> {} (not within the period)", secs(healthy.1 - healthy.0)),
+    }
+}
+
 fn report(outcomes: &[Outcome]) {
     println!("\n## Outage replay: 200 req/s for 10 min; primary hard down 2:00–6:00, flapping 7:00–8:00\n");
     println!(
-        "| strategy | primary calls in outage windows (failed) | served | peak in flight | trip, hard down | trip, flapping | to full traffic after 6:00 | after 8:00 | added latency in windows p50 / p99 | sim wall time |"
+        "| strategy | primary calls in outage windows (failed) | of which hard down / flapping | probe requests | served | peak in flight | trip, hard down | trip, flapping | primary answers again after 6:00 / 8:00 | to full traffic after 6:00 | after 8:00 | added latency in windows p50 / p99 | sim wall time |"
     );
-    println!("|---|---:|---:|---:|---|---|---|---|---|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---|---|---|---|---|---|---:|");
     for o in outcomes {
         let mut added: Vec<Duration> = o
             .records
@@ -628,15 +725,21 @@ fn report(outcomes: &[Outcome]) {
         added.sort();
         let served = o.records.iter().filter(|r| r.served.served).count();
         println!(
-            "| {} | {} ({}) | {}/{} | {} | {} | {} | {} | {} | {} / {} | {:.1} s |",
+            "| {} | {} ({}) | {} / {} ({}) | {} | {}/{} | {} | {} | {} | {} / {} | {} | {} | {} / {} | {:.1} s |",
             o.name,
             o.calls_in_windows,
             o.failed,
+            o.down_calls.0,
+            o.calls_in_windows - o.down_calls.0,
+            o.failed - o.down_calls.1,
+            o.probes,
             served,
             REQUESTS,
             o.peak_in_flight,
             time_to_trip(o, DOWN),
             time_to_trip(o, FLAP),
+            time_to_first(o, HEALTHY_AFTER[0]),
+            time_to_first(o, HEALTHY_AFTER[1]),
             time_to_full(o, HEALTHY_AFTER[0]),
             time_to_full(o, HEALTHY_AFTER[1]),
             secs(percentile(&added, 50.0)),
@@ -666,17 +769,52 @@ fn main() {
     // `cargo bench` passes `--bench`; a filter argument is not supported here.
     let mut outcomes = vec![
         simulate(
-            "fusebox route (consecutive 5, rate 0.5/30 s, min 20, open 30 s)",
+            "fusebox route (consecutive 5, rate 0.5/30 s, min 20, open 30 s, default cap 2× = 60 s)",
             true,
             async |start| Fusebox::new(start, fusebox_breaker()).await,
             None,
         ),
         simulate(
-            "fusebox, same with max_open_for(60 s)",
+            "fusebox, same with max_open_for(300 s) (10×, the default before)",
             true,
             async |start| {
-                let breaker = fusebox_breaker().max_open_for(Duration::from_secs(60));
+                let breaker = fusebox_breaker().max_open_for(Duration::from_secs(300));
                 Fusebox::new(start, breaker).await
+            },
+            None,
+        ),
+        simulate(
+            "fusebox, same with a probe every 2 s",
+            true,
+            async |start| {
+                Fusebox::probed(start, fusebox_breaker(), Duration::from_secs(2), 1, None).await
+            },
+            None,
+        ),
+        simulate(
+            "fusebox, same with a probe every 2 s, 2 successes in a row",
+            true,
+            async |start| {
+                Fusebox::probed(start, fusebox_breaker(), Duration::from_secs(2), 2, None).await
+            },
+            None,
+        ),
+        simulate(
+            "fusebox, same with a probe every 2 s, 2 in a row, slow start 2 s",
+            true,
+            async |start| {
+                let slow_start = Some(Duration::from_secs(2));
+                Fusebox::probed(start, fusebox_breaker(), Duration::from_secs(2), 2, slow_start)
+                    .await
+            },
+            None,
+        ),
+        simulate(
+            "fusebox, same with a probe every 2 s, 2 in a row, open_for(5 min)",
+            true,
+            async |start| {
+                let breaker = fusebox_breaker().open_for(Duration::from_secs(300));
+                Fusebox::probed(start, breaker, Duration::from_secs(2), 2, None).await
             },
             None,
         ),
@@ -693,7 +831,7 @@ fn main() {
                 let primary = Provider::new("primary")
                     .breaker(fusebox_breaker())
                     .retry(Retry::new().attempts(3));
-                Fusebox::with_primary(start, primary).await
+                Fusebox::with_primary(start, primary, Arc::default()).await
             },
             None,
         ),

@@ -211,6 +211,9 @@ impl Event {
                     None => Ok(()),
                 }
             }
+            (EventKind::CircuitHalfOpened, Some(Cause::ProbeSucceeded)) => {
+                f.write_str("circuit half-open, a recovery probe succeeded; admitting trial calls")
+            }
             (EventKind::CircuitIsolated, Some(Cause::Operator)) => {
                 f.write_str("circuit isolated by an operator, until reset")
             }
@@ -357,7 +360,8 @@ impl fmt::Display for EventKind {
 /// A phrase for humans: `consecutive failures`, `failure rate over the window`,
 /// `slow-call rate over the window`, `rate limited by the provider`, `a trial call failed`,
 /// `a trial call timed out`, `a credentials or billing error`, `an operator`,
-/// `the open period elapsed`, `trial calls succeeded`. [`Cause::as_str`] is the stable name
+/// `the open period elapsed`, `trial calls succeeded`, `a recovery probe succeeded`.
+/// [`Cause::as_str`] is the stable name
 /// for machines.
 impl fmt::Display for Cause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -372,6 +376,7 @@ impl fmt::Display for Cause {
             Cause::Operator => "an operator",
             Cause::OpenElapsed => "the open period elapsed",
             Cause::TrialsSucceeded => "trial calls succeeded",
+            Cause::ProbeSucceeded => "a recovery probe succeeded",
         })
     }
 }

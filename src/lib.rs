@@ -161,7 +161,7 @@ pub use breaker::{Cause, CircuitState};
 pub use budget::{Budget, BudgetStatus, Metered, Retry};
 pub use classify::{http_verdict, http_verdict_at, Classify, ErrorClass, HeaderError, Verdict};
 pub use config::{
-    Adaptive, AllOpen, Breaker, Bulkhead, Config, Policy, Provider, Route, Tier, Window,
+    Adaptive, AllOpen, Breaker, Bulkhead, Config, Policy, Probe, Provider, Route, Tier, Window,
 };
 pub use error::{CallError, ConfigError, RouteError, Scope};
 pub use events::{Event, EventKind, Origin};

@@ -20,6 +20,7 @@
 //! | `fusebox_stream_first_token_seconds` | histogram | `provider`, `api` | decoded SSE streams: time to the first content delta (`fusebox::http::sse`) |
 //! | `fusebox_stream_duration_seconds` | histogram | `provider`, `api`, `outcome` | decoded SSE streams: time to their end (`success`) or error (`error`) |
 //! | `fusebox_route_order_changes_total` | counter | `route` | changes of the route's order by the router actor |
+//! | `fusebox_probes_total` | counter | `provider`, `outcome` | recovery probes (`Provider::probe`), counted apart from calls: `success`, `failure`, `timeout` |
 //! | `fusebox_fleet_connected` | gauge | | the fleet link reaches Redis: 1, or 0 while replicas decide alone (feature `redis`) |
 //! | `fusebox_fleet_changes_total` | counter | `direction` | circuit changes shared through the fleet: `sent` (written by this replica), `applied` (another replica's, applied here) |
 //!
@@ -73,13 +74,17 @@ pub const STREAM_FIRST_TOKEN: &str = "fusebox_stream_first_token_seconds";
 /// Decoded SSE streams' duration, by `provider`, `api` and `outcome`.
 pub const STREAM_DURATION: &str = "fusebox_stream_duration_seconds";
 
+/// Recovery probes, by `provider` and `outcome`.
+pub const PROBES: &str = "fusebox_probes_total";
+
 /// Whether the fleet link reaches Redis (feature `redis`): 1 or 0.
 pub const FLEET_CONNECTED: &str = "fusebox_fleet_connected";
 /// Circuit state changes shared through the fleet (feature `redis`), by `direction`.
 pub const FLEET_CHANGES: &str = "fusebox_fleet_changes_total";
 
 /// Every metric name fusebox emits.
-pub const ALL: [&str; 19] = [
+pub const ALL: [&str; 20] = [
+    PROBES,
     CALLS,
     REJECTIONS,
     RETRIES,
@@ -137,6 +142,11 @@ pub fn describe() {
         RETRY_BUDGET_EXHAUSTED,
         Unit::Count,
         "Retries refused by the retry budget."
+    );
+    describe_counter!(
+        PROBES,
+        Unit::Count,
+        "Recovery probes run while a circuit was open, by outcome."
     );
     describe_gauge!(
         CIRCUIT_STATE,
@@ -266,6 +276,17 @@ impl Durations {
         let histogram = if failed { &self.failure } else { &self.success };
         histogram.record(elapsed.as_secs_f64());
     }
+}
+
+/// Records a recovery probe's outcome as it finishes.
+pub(crate) fn probe(provider: &ProviderId, outcome: crate::provider::ProbeOutcome) {
+    use crate::provider::ProbeOutcome;
+    let outcome = match outcome {
+        ProbeOutcome::Succeeded => "success",
+        ProbeOutcome::Failed => "failure",
+        ProbeOutcome::TimedOut => "timeout",
+    };
+    counter!(PROBES, "provider" => provider.to_string(), "outcome" => outcome).increment(1);
 }
 
 /// Records that the router changed a route's order.

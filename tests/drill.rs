@@ -106,3 +106,40 @@ fn a_bad_scenario_file_names_the_field() {
     .unwrap();
     assert_eq!((ok.agents, ok.providers.len()), (2, 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_probes_the_primary_serves_again_within_a_probe_interval_of_its_recovery() {
+    let mut scenario = scenario::Scenario::default_drill().scaled(0.3);
+    scenario.agents = 8;
+    let mocks = engine::start_mocks(&scenario).await.unwrap();
+    let fuse = engine::probed_supervisor_builder(&scenario, &mocks)
+        .build()
+        .await
+        .unwrap();
+    let primary_mock = mocks[0].clone();
+    let report = engine::run_fusebox(&scenario, fuse.clone(), mocks, |_| {}).await;
+    assert_eq!(report.failed, 0);
+
+    let recovered = engine::primary_recovery(&scenario).unwrap().as_secs_f64();
+    let interval = engine::PROBE_INTERVAL * scenario.time_scale;
+    let (back, full) = report.back_after(recovered);
+    let back = back.expect("the primary served again");
+    // Within one probe interval, plus a trial's round trip and real-time scheduling slack.
+    assert!(
+        back <= interval + 0.3,
+        "the primary served again {back:.2}s after its recovery (probe interval {interval:.2}s)"
+    );
+    assert!(full.is_some(), "the primary took its full share again");
+    // The probes went to the models endpoint, never to the API the calls use.
+    let stats = primary_mock.stats();
+    assert!(stats.models_requests > 0 && report.probes >= stats.models_requests);
+    assert!(
+        stats.error_count() < report.served / 10,
+        "{} requests reached the failing primary",
+        stats.error_count()
+    );
+    assert!(report
+        .events
+        .iter()
+        .any(|(_, e)| e.provider == "primary" && e.cause == Some(fusebox::Cause::ProbeSucceeded)));
+}

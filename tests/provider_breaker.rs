@@ -158,10 +158,11 @@ async fn five_failures_open_for_a_minute_then_one_trial_decides() {
 
 #[tokio::test(start_paused = true)]
 async fn without_jitter_each_failed_trial_doubles_the_open_time_up_to_the_cap() {
-    let fuse = start(Provider::new("p").breaker(Breaker::consecutive(5).jitter(0.0))).await;
+    let breaker = Breaker::consecutive(5).jitter(0.0).max_open_for(secs(600));
+    let fuse = start(Provider::new("p").breaker(breaker)).await;
     let fake = FakeProvider::new(Step::Fail);
     fail_times(&fuse, 5).await;
-    // The default cap is ten times the base.
+    // A cap of ten times the base.
     for expected in [120, 240, 480, 600, 600] {
         sleep(fuse.status()[0].retry_after.unwrap()).await;
         let reply = call(&fuse, "p", &fake).await;

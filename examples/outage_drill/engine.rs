@@ -46,9 +46,44 @@ pub(crate) struct Report {
     pub(crate) events: Vec<(f64, Event)>,
     /// Requests finished after the outage's recovery, by provider (for the drill's checks).
     pub(crate) served_last: Vec<usize>,
+    /// Recovery probe requests the providers received (`GET /v1/models`; fusebox only).
+    pub(crate) probes: u64,
+    /// Every request: when it started (seconds since the start) and whether the first
+    /// provider served it at the first attempt.
+    pub(crate) firsts: Vec<(f64, bool)>,
 }
 
 impl Report {
+    /// After `recovered` (seconds since the start): how long until the first provider served
+    /// a request at the first attempt, and until it served every request started after that
+    /// (its full share again: the last request it did not serve first, plus one); `None` when
+    /// it never did within the run.
+    pub(crate) fn back_after(&self, recovered: f64) -> (Option<f64>, Option<f64>) {
+        let after = || self.firsts.iter().filter(|(at, _)| *at >= recovered);
+        let first = after()
+            .filter(|(_, primary)| *primary)
+            .map(|(at, _)| at - recovered)
+            .reduce(f64::min);
+        let last_off = after()
+            .filter(|(_, primary)| !*primary)
+            .map(|(at, _)| *at)
+            .reduce(f64::max);
+        let latest = after().map(|(at, _)| *at).reduce(f64::max);
+        let full = match (last_off, latest) {
+            (None, Some(_)) => first,
+            (Some(off), Some(latest)) if off < latest => {
+                // The first request after the last one it did not serve first.
+                after()
+                    .map(|(at, _)| *at)
+                    .filter(|at| *at > off)
+                    .reduce(f64::min)
+                    .map(|at| at - recovered)
+            }
+            _ => None,
+        };
+        (first, full)
+    }
+
     pub(crate) fn percentile(&self, p: f64) -> Duration {
         let mut sorted = self.latencies.clone();
         sorted.sort();
@@ -62,11 +97,65 @@ impl Report {
 
 /// The fusebox configuration the drill runs: what a user would write.
 pub(crate) fn supervisor_builder(scenario: &Scenario) -> fusebox::SupervisorBuilder {
+    builder_with(scenario, None)
+}
+
+/// How often the drill's recovery probes run, before scaling.
+pub(crate) const PROBE_INTERVAL: f64 = 1.0;
+
+/// The drill's configuration with a recovery probe of each provider: `GET /v1/models` on its
+/// mock every [`PROBE_INTERVAL`] while its circuit is open.
+pub(crate) fn probed_supervisor_builder(
+    scenario: &Scenario,
+    mocks: &[MockLlm],
+) -> fusebox::SupervisorBuilder {
+    builder_with(scenario, Some(mocks))
+}
+
+/// When the first provider's last fault window ends (its recovery), from the start.
+pub(crate) fn primary_recovery(scenario: &Scenario) -> Option<Duration> {
+    scenario
+        .providers
+        .first()?
+        .faults
+        .faults
+        .iter()
+        .filter_map(|f| match f.when {
+            fusebox::testing::When::Between { until, .. } => Some(until),
+            _ => None,
+        })
+        .max()
+}
+
+fn probe_of(mock: &MockLlm, every: Duration) -> fusebox::Probe {
+    let client = reqwest::Client::builder()
+        .timeout(every)
+        .build()
+        .unwrap_or_default();
+    let url = format!("{}/v1/models", mock.base_url());
+    fusebox::Probe::new(every, move || {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .map(|_| ())
+        }
+    })
+}
+
+fn builder_with(scenario: &Scenario, probes: Option<&[MockLlm]>) -> fusebox::SupervisorBuilder {
     let s = |secs: f64| Duration::from_secs_f64(secs * scenario.time_scale);
     let mut builder = Supervisor::builder().event_capacity(4096);
-    for p in &scenario.providers {
+    for (i, p) in scenario.providers.iter().enumerate() {
+        let mut provider = Provider::new(p.name.as_str());
+        if let Some(mock) = probes.and_then(|m| m.get(i)) {
+            provider = provider.probe_with(probe_of(mock, s(PROBE_INTERVAL)));
+        }
         builder = builder.provider(
-            Provider::new(p.name.as_str())
+            provider
                 .breaker(
                     Breaker::consecutive(5)
                         .failure_rate(0.5, Window::Time(s(10.0)))
@@ -266,6 +355,7 @@ pub(crate) async fn run_fusebox(
     sampler.abort();
     let mut report = std::mem::take(&mut lock(&log).report);
     report.strategy = "fusebox";
+    report.probes = mocks.iter().map(|m| m.stats().models_requests).sum();
     report.reached_failing = failing(&mocks);
     (report.rate_limited, report.quota_rejections) = rate_limited(&mocks);
     report
@@ -301,6 +391,11 @@ fn record_fusebox(
         }
         at += a.elapsed.as_secs_f64();
     }
+    let first_served = matches!(&result, Ok(routed)
+        if routed.attempts.len() == 1 && names.first().is_some_and(|n| routed.provider == n.as_str()));
+    log.report
+        .firsts
+        .push(((t0 - start).as_secs_f64(), first_served));
     match result {
         Ok(routed) => {
             let i = names
@@ -380,6 +475,10 @@ pub(crate) async fn run_naive(
                 let latency = t0.elapsed();
                 {
                     let mut log = lock(&log);
+                    // Served by the first provider at its first attempt: any retry would
+                    // have added at least the first backoff.
+                    let first = served == Some(0) && latency < attempt_timeout + backoff[0];
+                    log.report.firsts.push(((t0 - start).as_secs_f64(), first));
                     match served {
                         Some(i) => {
                             log.report.served += 1;

@@ -4,6 +4,7 @@
 //! cargo run --release --example outage_drill                       # the built-in incident
 //! cargo run --release --example outage_drill -- --scenario my.toml # your own script
 //! cargo run --release --example outage_drill -- --scale 0.5        # faster, same shape
+//! cargo run --release --example outage_drill -- --no-probes        # without recovery probes
 //! cargo run --release --example outage_drill --features server -- --ops 127.0.0.1:9464
 //! ```
 //!
@@ -20,7 +21,11 @@
 //! fusebox records every response's headroom (`fusebox::http::record_headroom`). A live line
 //! shows each provider's circuit and headroom, events print as they happen, and a table
 //! compares the strategies at the end, with the 429s each received (all of them, and those
-//! for a spent quota). An SVG timeline of every attempt and circuit state is written to
+//! for a spent quota). While a circuit is open, fusebox probes its provider (`GET /v1/models`
+//! on the mock, every second at scale 1), so the primary serves again within one probe
+//! interval of its recovery; the table shows the probe requests (counted apart from the
+//! calls that reached a failing provider) and how long after the primary's recovery it
+//! served again, and served every request first again. An SVG timeline of every attempt and circuit state is written to
 //! `target/outage_drill.svg`.
 //!
 //! A scenario file:
@@ -57,6 +62,7 @@ struct Args {
     scale: f64,
     out: PathBuf,
     ops: Option<std::net::SocketAddr>,
+    probes: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -65,6 +71,7 @@ fn parse_args() -> Result<Args, String> {
         scale: 1.0,
         out: PathBuf::from("target/outage_drill.svg"),
         ops: None,
+        probes: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -80,6 +87,7 @@ fn parse_args() -> Result<Args, String> {
                     .ok_or(format!("--scale {v:?}: a positive number is needed"))?;
             }
             "--out" => args.out = value("--out")?.into(),
+            "--no-probes" => args.probes = false,
             "--ops" => {
                 let v = value("--ops")?;
                 args.ops = Some(v.parse().map_err(|_| {
@@ -88,7 +96,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: outage_drill [--scenario FILE.toml] [--scale FACTOR] [--out FILE.svg] [--ops ADDR]"
+                    "usage: outage_drill [--scenario FILE.toml] [--scale FACTOR] [--out FILE.svg] [--ops ADDR] [--no-probes]"
                 );
                 std::process::exit(0);
             }
@@ -111,12 +119,14 @@ fn describe(event: &Event) -> String {
             cause.as_str(),
             retry_after.as_secs_f64()
         ),
-        EventKind::CircuitClosed | EventKind::CircuitIsolated => format!(
-            "{:<24} {:<10} {}",
-            event.name(),
-            event.provider,
-            event.cause.map_or("", |c| c.as_str())
-        ),
+        EventKind::CircuitClosed | EventKind::CircuitIsolated | EventKind::CircuitHalfOpened => {
+            format!(
+                "{:<24} {:<10} {}",
+                event.name(),
+                event.provider,
+                event.cause.map_or("", |c| c.as_str())
+            )
+        }
         EventKind::ThresholdsAdapted {
             tier,
             failure_threshold,
@@ -139,33 +149,48 @@ fn state_label(state: fusebox::CircuitState) -> &'static str {
     }
 }
 
-fn table(reports: &[&Report], providers: &[String]) {
+fn table(reports: &[&Report], providers: &[String], recovered: Option<f64>) {
     println!();
     println!(
-        "{:<12} {:>7} {:>7} {:>22} {:>6} {:>11} {:>9} {:>9}   served by ({})",
+        "{:<12} {:>7} {:>7} {:>22} {:>15} {:>6} {:>11} {:>9} {:>9} {:>16} {:>16}   served by ({})",
         "strategy",
         "served",
         "failed",
         "reached failing prov.",
+        "probe requests",
         "429s",
         "quota 429s",
         "p50",
         "p99",
+        "primary back",
+        "full share back",
         providers.join(" / ")
     );
+    let after = |d: Option<f64>| d.map_or_else(|| "not in run".to_owned(), |d| format!("+{d:.2}s"));
     for r in reports {
         let by: Vec<String> = r.served_by.iter().map(u64::to_string).collect();
+        let (back, full) = recovered.map_or((None, None), |t| r.back_after(t));
         println!(
-            "{:<12} {:>7} {:>7} {:>22} {:>6} {:>11} {:>8.0}ms {:>8.0}ms   {}",
+            "{:<12} {:>7} {:>7} {:>22} {:>15} {:>6} {:>11} {:>8.0}ms {:>8.0}ms {:>16} {:>16}   {}",
             r.strategy,
             r.served,
             r.failed,
             r.reached_failing,
+            r.probes,
             r.rate_limited,
             r.quota_rejections,
             r.percentile(50.0).as_secs_f64() * 1000.0,
             r.percentile(99.0).as_secs_f64() * 1000.0,
+            after(back),
+            after(full),
             by.join(" / ")
+        );
+    }
+    if let Some(t) = recovered {
+        println!(
+            "\n(primary back / full share back: from the primary's recovery at {t:.1}s to the first \
+             request it served at the first attempt / to the first request after which it \
+             served every request first)"
         );
     }
 }
@@ -191,10 +216,16 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let scenario = base.scaled(args.scale);
     let providers: Vec<String> = scenario.providers.iter().map(|p| p.name.clone()).collect();
     let ops = ops::Ops::install(args.ops)?; // the recorder goes in before the supervisor
-    let fuse = engine::supervisor_builder(&scenario).build().await?;
-    let _ops = ops.start(&fuse).await?;
     let fuse_mocks = engine::start_mocks(&scenario).await?;
     let naive_mocks = engine::start_mocks(&scenario).await?;
+    // Each provider is probed (`GET /v1/models` on its mock) while its circuit is open.
+    let builder = if args.probes {
+        engine::probed_supervisor_builder(&scenario, &fuse_mocks)
+    } else {
+        engine::supervisor_builder(&scenario)
+    };
+    let fuse = builder.build().await?;
+    let _ops = ops.start(&fuse).await?;
     println!(
         "outage drill: {} agents for {:.0}s over {} mock providers on 127.0.0.1 ({})",
         scenario.agents,
@@ -269,7 +300,16 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         print!("\r\x1b[2K");
     }
     let reports = [&fuse_report, &naive_report];
-    table(&reports, &providers);
+    let recovered = engine::primary_recovery(&scenario).map(|d| d.as_secs_f64());
+    table(&reports, &providers, recovered);
+    if let Some(t) = recovered {
+        let interval = engine::PROBE_INTERVAL * scenario.time_scale;
+        if let (Some(back), _) = fuse_report.back_after(t) {
+            println!(
+                "fusebox: the primary served again {back:.2}s after its recovery (probe interval {interval:.2}s)"
+            );
+        }
+    }
 
     let seconds = start.elapsed().as_secs_f64();
     if let Some(dir) = args.out.parent() {

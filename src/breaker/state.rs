@@ -88,6 +88,9 @@ pub enum Cause {
     OpenElapsed,
     /// Enough half-open trials succeeded.
     TrialsSucceeded,
+    /// A recovery probe (`Provider::probe`) succeeded while open: the open period ended
+    /// early, and real calls confirm as half-open trials.
+    ProbeSucceeded,
 }
 
 impl Cause {
@@ -104,6 +107,7 @@ impl Cause {
             Cause::Operator => "operator",
             Cause::OpenElapsed => "open_elapsed",
             Cause::TrialsSucceeded => "trials_succeeded",
+            Cause::ProbeSucceeded => "probe_succeeded",
         }
     }
 }
@@ -332,6 +336,9 @@ pub struct State {
     history: VecDeque<Transition>,
     /// When the circuit last left closed; `None` while closed.
     out_since: Option<Instant>,
+    /// While open: the earliest instant a probe may end the open period (a rate limit's
+    /// deadline: the provider said when to come back).
+    probe_floor: Option<Instant>,
 }
 
 impl State {
@@ -390,6 +397,7 @@ impl State {
             stats: Stats::default(),
             history: VecDeque::with_capacity(HISTORY_LEN),
             out_since: None,
+            probe_floor: None,
         })
     }
 
@@ -486,6 +494,7 @@ impl State {
         match &mut self.phase {
             Phase::Open { until: deadline } => {
                 *deadline = (*deadline).max(until);
+                self.probe_floor = Some(self.probe_floor.map_or(until, |f| f.max(until)));
                 None
             }
             Phase::Isolated => None,
@@ -631,6 +640,7 @@ impl State {
                 (self.rate_limit_open(outcome), &mut self.phase)
             {
                 *until = (*until).max(deadline_after(now, d));
+                self.probe_floor = Some(*until);
             }
             return expired;
         }
@@ -675,6 +685,25 @@ impl State {
             Phase::HalfOpen { trials, .. } => trials.iter().map(|t| t.expires).min(),
             _ => None,
         }
+    }
+
+    /// A recovery probe succeeded at `now`: an open circuit becomes half-open at once, as if
+    /// its deadline had passed (the backoff level is kept, so a failed trial re-opens for
+    /// longer), with [`Cause::ProbeSucceeded`]. No transition in any other state, nor before
+    /// the deadline of an open caused by a rate limit (the provider said when to come back:
+    /// a probe of another endpoint does not overrule it).
+    pub fn probe_succeeded(&mut self, now: Instant) -> Option<Transition> {
+        if !matches!(self.phase, Phase::Open { .. }) || self.probe_floor.is_some_and(|f| now < f) {
+            return None;
+        }
+        Some(self.transition(
+            Phase::HalfOpen {
+                trials: Vec::new(),
+                successes: 0,
+            },
+            Cause::ProbeSucceeded,
+            now,
+        ))
     }
 
     /// Takes the provider out until [`reset`](Self::reset). No transition if already isolated.
@@ -848,6 +877,7 @@ impl State {
         );
         transition.failures = failures;
         transition.open_for = Some(open_for);
+        self.probe_floor = (cause == Cause::RateLimited).then(|| deadline_after(now, open_for));
         if let Some(last) = self.history.back_mut() {
             *last = transition;
         }
@@ -915,6 +945,7 @@ impl State {
         self.stats = previous.stats;
         self.history = previous.history.clone();
         self.out_since = previous.out_since;
+        self.probe_floor = previous.probe_floor;
         self.backoff.carry_level(&previous.backoff);
         if let (Some(window), Some(old)) = (&mut self.window, &previous.window) {
             if window.same_shape(old) {

@@ -72,7 +72,7 @@ fn defaults() {
     let c = Breaker::default();
     assert_eq!(c.consecutive, Some(5));
     assert_eq!(c.open_for, 60 * S);
-    assert_eq!(c.effective_max_open_for(), 600 * S);
+    assert_eq!(c.effective_max_open_for(), 120 * S);
     assert_eq!(c.half_open_max_calls, 1);
     assert_eq!(c.success_threshold, 1);
     assert_eq!(c.trial_timeout, None);
@@ -202,7 +202,7 @@ fn half_open_to_closed_on_a_successful_trial() {
 
 #[test]
 fn half_open_to_open_on_a_failed_trial_with_a_longer_open() {
-    let mut r = Rig::new(Breaker::default().jitter(0.0));
+    let mut r = Rig::new(Breaker::default().jitter(0.0).max_open_for(600 * S));
     r.fail_n(5);
     r.advance(60 * S);
     let t = r.call(done(Verdict::Failure)).unwrap();
@@ -928,4 +928,52 @@ fn epochs_follow_transitions_and_closed_resets() {
     // Event generations have no gaps.
     let gens: Vec<u64> = r.b.history().map(|t| t.generation).collect();
     assert_eq!(gens, [1, 2, 3]);
+}
+
+#[test]
+fn a_probe_success_ends_an_open_period_only() {
+    let mut r = Rig::new(Breaker::consecutive(2).jitter(0.0));
+    assert_eq!(r.b.probe_succeeded(r.now), None, "closed: nothing to end");
+    r.fail_n(2);
+    r.advance(10 * S);
+    let t = r.b.probe_succeeded(r.now).unwrap();
+    assert_eq!(
+        (t.from, t.to, t.cause),
+        (
+            CircuitState::Open,
+            CircuitState::HalfOpen,
+            Cause::ProbeSucceeded
+        )
+    );
+    assert_eq!(r.b.probe_succeeded(r.now), None, "half-open: trials decide");
+    // The backoff is kept: a failed trial re-opens for longer.
+    let t = r.call(done(Verdict::Failure)).unwrap();
+    assert_eq!(t.open_for, Some(120 * S));
+    r.b.isolate(r.now);
+    assert_eq!(r.b.probe_succeeded(r.now), None, "isolated: only a reset");
+}
+
+#[test]
+fn a_probe_success_does_not_overrule_a_rate_limit() {
+    let mut r = Rig::new(Breaker::consecutive(5));
+    let hint = Verdict::RateLimited {
+        retry_after: Some(30 * S),
+    };
+    r.call(done(hint)).unwrap();
+    r.advance(29 * S);
+    assert_eq!(r.b.probe_succeeded(r.now), None);
+    assert_eq!(r.state(), CircuitState::Open);
+    r.advance(S);
+    // At the hint the deadline has passed too; either way it is half-open now.
+    assert!(r.b.probe_succeeded(r.now).is_some() || r.b.poll(r.now).is_some());
+    assert_eq!(r.state(), CircuitState::HalfOpen);
+}
+
+#[test]
+fn a_probe_success_ends_a_failure_open_before_its_deadline() {
+    let mut r = Rig::new(Breaker::consecutive(1).open_for(600 * S));
+    r.fail_n(1);
+    r.advance(S);
+    assert!(r.b.probe_succeeded(r.now).is_some());
+    assert_eq!(r.b.free_trial_slots(), Some(1));
 }

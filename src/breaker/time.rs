@@ -11,8 +11,8 @@ use tokio::time::Instant;
 
 /// The farthest the breaker ever schedules anything: 30 years (the same horizon as tokio's
 /// own "far future"). Longer than any validated setting (the longest is
-/// [`MAX_DURATION`](crate::config::MAX_DURATION), and the default open-duration cap is ten
-/// times that), so only an absurd `Retry-After` hint or an unvalidated setting is clamped.
+/// [`MAX_DURATION`](crate::config::MAX_DURATION), and the default open-duration cap is
+/// twice that), so only an absurd `Retry-After` hint or an unvalidated setting is clamped.
 pub(crate) const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 86_400);
 
 /// `d` clamped to [`FAR_FUTURE`].

@@ -25,6 +25,7 @@
 //! record_durations = true      # optional: the call duration histogram
 //! first_chunk_timeout = "20s"  # optional, streamed calls
 //! stall_timeout = "10s"        # optional, streamed calls
+//! slow_start = "10s"           # optional: ramp routed traffic up after a close
 //! meta = { base_url = "https://api.anthropic.com", model = "claude-sonnet-4-6" }
 //!
 //! [providers.breaker]          # optional; every key optional, defaults from Breaker::default()
@@ -217,6 +218,7 @@ const PROVIDER_KEYS: &[&str] = &[
     "first_chunk_timeout",
     "stall_timeout",
     "record_durations",
+    "slow_start",
     "meta",
     "breaker",
     "bulkhead",
@@ -230,6 +232,7 @@ const DEFAULTS_KEYS: &[&str] = &[
     "first_chunk_timeout",
     "stall_timeout",
     "record_durations",
+    "slow_start",
     "meta",
     "breaker",
     "bulkhead",
@@ -871,6 +874,7 @@ impl Converter<'_> {
         p.first_chunk_timeout =
             self.duration("first_chunk_timeout", table.get("first_chunk_timeout"))?;
         p.stall_timeout = self.duration("stall_timeout", table.get("stall_timeout"))?;
+        p.slow_start = self.duration("slow_start", table.get("slow_start"))?;
         if let Some(record) = self.boolean("record_durations", table.get("record_durations"))? {
             p.record_durations = record;
         }
@@ -1309,6 +1313,8 @@ struct RawProvider {
     stall_timeout: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     record_durations: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slow_start: Option<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     meta: BTreeMap<String, String>,
     breaker: RawBreaker,
@@ -1477,6 +1483,7 @@ impl From<&Provider> for RawProvider {
             first_chunk_timeout: p.first_chunk_timeout.map(render),
             stall_timeout: p.stall_timeout.map(render),
             record_durations: (!p.record_durations).then_some(false),
+            slow_start: p.slow_start.map(render),
             meta: p.meta.clone(),
             breaker,
             bulkhead: p.bulkhead.map(|b| RawBulkhead {

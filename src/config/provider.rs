@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{check, Adaptive, Breaker, Bulkhead, Scope};
+use super::{check, Adaptive, Breaker, Bulkhead, Probe, Scope};
 use crate::error::ConfigError;
 
 /// One provider (an API, a model deployment, a region, a key: whatever you name) and the
@@ -35,6 +35,8 @@ pub struct Provider {
     pub(crate) budget: Option<crate::budget::Budget>,
     pub(crate) retry: Option<crate::budget::Retry>,
     pub(crate) max_context: Option<u64>,
+    pub(crate) probe: Option<Probe>,
+    pub(crate) slow_start: Option<Duration>,
 }
 
 impl Provider {
@@ -54,6 +56,8 @@ impl Provider {
             budget: None,
             retry: None,
             max_context: None,
+            probe: None,
+            slow_start: None,
         }
     }
 
@@ -192,6 +196,67 @@ impl Provider {
         })
     }
 
+    /// A recovery probe: while the circuit is open, the provider's actor runs `op` every
+    /// `interval` (one at a time, each bounded by a timeout of one interval), and the first
+    /// success ends the open period: the circuit becomes half-open and real calls confirm.
+    /// `Ok` is a success, `Err` a failure. See [`Probe`] for the semantics and the cost (at
+    /// most one request per interval while open), and [`probe_with`](Self::probe_with) for
+    /// the timeout, a backoff and a success threshold.
+    ///
+    /// Builder only: a probe is code, so the TOML format has none.
+    ///
+    /// Defaults to none: an open circuit waits out its open duration, then admits trials.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fusebox::Provider;
+    ///
+    /// let p = Provider::new("anthropic").probe(Duration::from_secs(5), || async {
+    ///     // e.g. `GET /v1/models`, through `fusebox::http::send` or your own client
+    ///     Ok::<_, std::io::Error>(())
+    /// });
+    /// assert_eq!(p.probe_config().map(|p| p.interval()), Some(Duration::from_secs(5)));
+    /// ```
+    pub fn probe<F, Fut, T, E>(self, interval: Duration, op: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<T, E>> + Send + 'static,
+    {
+        self.probe_with(Probe::new(interval, op))
+    }
+
+    /// A recovery probe with every setting: see [`Probe`].
+    ///
+    /// Defaults to none.
+    pub fn probe_with(mut self, probe: Probe) -> Self {
+        self.probe = Some(probe);
+        self
+    }
+
+    /// Slow start after a close: for `window` after the circuit closes, the provider receives
+    /// a growing share of the routed calls that would try it first, from
+    /// [`SLOW_START_FLOOR_PERCENT`](crate::router::SLOW_START_FLOOR_PERCENT) % at the close to
+    /// all of them at the end of the window (linearly); the calls it does not take go to the
+    /// route's next provider first, and fall back to it. A provider that has just recovered
+    /// is not hit by every agent at once. Direct calls (`Supervisor::call`) are not
+    /// throttled. In TOML: `slow_start = "10s"`.
+    ///
+    /// Defaults to none: a closed circuit takes its full share at once.
+    pub fn slow_start(mut self, window: Duration) -> Self {
+        self.slow_start = Some(window);
+        self
+    }
+
+    /// The recovery probe, if any.
+    pub fn probe_config(&self) -> Option<&Probe> {
+        self.probe.as_ref()
+    }
+
+    /// The slow-start window, if any.
+    pub fn slow_start_config(&self) -> Option<Duration> {
+        self.slow_start
+    }
+
     /// The provider's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -256,6 +321,12 @@ impl Provider {
                 0,
                 "must be at least 1",
             ));
+        }
+        if let Some(probe) = &self.probe {
+            probe.validate(&scope)?;
+        }
+        if let Some(window) = self.slow_start {
+            check::nonzero(&scope, "slow_start", window)?;
         }
         Ok(())
     }

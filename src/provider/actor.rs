@@ -81,16 +81,19 @@ pub(crate) struct ProviderActor {
     ctx: Arc<Ctx>,
     /// When its handlers panicked, within the last [`PANIC_WINDOW`].
     panics: VecDeque<Instant>,
+    /// The recovery probe task, while open (`provider::probe`).
+    probe: super::probe::Prober,
 }
 
 impl Actor for ProviderActor {
     type Args = Arc<Ctx>;
     type Error = Infallible;
 
-    async fn on_start(ctx: Self::Args, _: ActorRef<Self>) -> Result<Self, Self::Error> {
+    async fn on_start(ctx: Self::Args, me: ActorRef<Self>) -> Result<Self, Self::Error> {
         let actor = ProviderActor {
             ctx,
             panics: VecDeque::with_capacity(PANIC_LIMIT + 1),
+            probe: super::probe::Prober::new(me.downgrade()),
         };
         actor.decide(|_, _| None);
         Ok(actor)
@@ -331,7 +334,7 @@ pub(crate) struct Crash;
 impl ProviderActor {
     /// Runs one decision against the state at `now`: folds in the lock-free successes,
     /// applies `f`, samples the rate meter when due, publishes the result and emits events.
-    fn decide<F>(&self, f: F) -> Option<Transition>
+    pub(super) fn decide<F>(&self, f: F) -> Option<Transition>
     where
         F: FnOnce(&mut Core, Instant) -> Option<Transition>,
     {
@@ -365,7 +368,9 @@ impl ProviderActor {
         shared.publish(&core.breaker);
         let wake = next_wake(&core, shared);
         let generation = core.breaker.generation();
+        let circuit = (core.breaker.state(), core.breaker.epoch());
         drop(core);
+        self.probe.sync(&self.ctx, circuit.0, circuit.1);
 
         if let Some(t) = &transition {
             crate::metrics::transition(&shared.id, t);
@@ -433,6 +438,16 @@ impl ProviderActor {
             failure_threshold: thresholds.failures,
             open_for: thresholds.open_for,
         })
+    }
+
+    /// What the actor was started with.
+    pub(super) fn ctx(&self) -> &Ctx {
+        &self.ctx
+    }
+
+    /// The recovery probe runner.
+    pub(super) fn prober(&self) -> &super::probe::Prober {
+        &self.probe
     }
 
     fn emit(&self, event: Event) {

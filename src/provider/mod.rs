@@ -7,6 +7,7 @@ mod counters;
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 mod fleet;
 mod handle;
+mod probe;
 mod shared;
 mod status;
 
@@ -19,5 +20,6 @@ pub(crate) use fleet::FleetPort;
 pub(crate) use fleet::{Change, Lease, LocalChange, RemoteChange};
 pub use handle::ProviderHandle;
 pub(crate) use handle::{Admitted, Reject};
+pub(crate) use probe::ProbeOutcome;
 pub(crate) use shared::{Closing, Shared};
 pub use status::ProviderStatus;

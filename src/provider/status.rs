@@ -127,6 +127,16 @@ pub struct ProviderStatus {
     pub retries: u64,
     /// Retries its retry budget refused.
     pub retry_budget_exhausted: u64,
+    /// Recovery probes run (`Provider::probe`), counted apart from calls: in no other count.
+    /// Each finished probe is in exactly one of `probe_successes`, `probe_failures` and
+    /// `probe_timeouts`.
+    pub probes: u64,
+    /// Of `probes`: those that succeeded.
+    pub probe_successes: u64,
+    /// Of `probes`: those that failed (returned an error).
+    pub probe_failures: u64,
+    /// Of `probes`: those that did not finish within the probe timeout.
+    pub probe_timeouts: u64,
     /// With a fleet (feature `redis`): whether the fleet link reaches Redis, so that this
     /// provider's changes are shared (`false`: it decides alone for now). `None`, and
     /// absent from the JSON, without a fleet.
@@ -147,6 +157,7 @@ impl ProviderStatus {
             (Some(m), None) => (Some(m.per_minute()), None),
             _ => (None, None),
         };
+        let (probe_ok, probe_failed, probe_timed_out) = shared.probes.get();
         let status = ProviderStatus {
             provider: shared.id.clone(),
             state: core.breaker.state(),
@@ -196,6 +207,10 @@ impl ProviderStatus {
                 .retry
                 .as_ref()
                 .map_or(0, |r| r.exhausted.load(Relaxed)),
+            probes: probe_ok + probe_failed + probe_timed_out,
+            probe_successes: probe_ok,
+            probe_failures: probe_failed,
+            probe_timeouts: probe_timed_out,
             fleet_connected: shared.fleet.as_ref().map(|port| port.connected()),
         };
         drop(core);

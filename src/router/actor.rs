@@ -103,6 +103,8 @@ pub(crate) struct RouterActor {
     /// The last outcome epoch seen per provider.
     seen: HashMap<ProviderId, u64>,
     sampled: HashMap<ProviderId, Sampled>,
+    /// Slow-start ramps (`router::ramp`).
+    ramps: super::ramp::Ramps,
 }
 
 impl Actor for RouterActor {
@@ -142,6 +144,7 @@ impl Actor for RouterActor {
                 .map(|h| (h.id().clone(), h.epoch()))
                 .collect(),
             sampled,
+            ramps: super::ramp::Ramps::from_table(&table),
             ctx,
         };
         actor.publish(true);
@@ -159,6 +162,7 @@ impl RouterActor {
         let mut changed = force
             || current.routes.len() != self.config.routes.len()
             || current.providers.len() != self.providers.len();
+        self.ramps.sync(&self.providers);
         let configured = self.config.routes.clone();
         for route in &configured {
             let counters = self.counters.entry(route.name.clone()).or_default().clone();
@@ -194,7 +198,12 @@ impl RouterActor {
                     // A forced publication rebuilds every view: a reload may have replaced
                     // a member's handle under the same name.
                     Some(p) if same && !force => p.clone(),
-                    _ => Arc::new(RouteView::new(route.clone(), order, counters, version)),
+                    _ => Arc::new(self.ramps.attach(RouteView::new(
+                        route.clone(),
+                        order,
+                        counters,
+                        version,
+                    ))),
                 },
             );
         }
@@ -314,6 +323,9 @@ impl Message<CircuitChanged> for RouterActor {
 
     async fn handle(&mut self, msg: CircuitChanged, _: &mut Context<Self, ()>) {
         self.counted();
+        if let Some(handle) = self.providers.get(&msg.provider) {
+            self.ramps.observe(handle, Instant::now());
+        }
         if !self.note(&msg.provider, msg.epoch) && !msg.headroom {
             return;
         }
@@ -339,6 +351,9 @@ impl Message<Resample> for RouterActor {
         self.counted();
         let now = Instant::now();
         self.sample(now);
+        for handle in &self.order {
+            self.ramps.observe(handle, now);
+        }
         let gates: Vec<_> = self
             .order
             .iter()

@@ -196,7 +196,7 @@ where
         let mut called = false;
         // Members skipped because they are being removed (or the supervisor shuts down).
         let mut retiring = 0;
-        for index in call_order(view) {
+        for index in super::ramp::apply(view, call_order(view)) {
             let index = usize::from(index);
             let member = &view.members[index];
             let handle = &member.handle;

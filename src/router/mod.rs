@@ -41,6 +41,7 @@
 mod actor;
 mod attempt;
 mod failover;
+mod ramp;
 mod retry;
 mod status;
 mod table;
@@ -57,6 +58,7 @@ pub use actor::{
 };
 pub use attempt::{Attempt, AttemptOutcome, Attempts, Routed};
 pub(crate) use failover::{run, Attempter, Calls};
+pub use ramp::SLOW_START_FLOOR_PERCENT;
 pub(crate) use retry::{on_content_policy, Classified, MeteredCalls};
 pub use status::{RouteMember, RouteStatus, RouterStatus};
 pub use table::Reason;

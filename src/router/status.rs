@@ -36,6 +36,9 @@ pub struct RouteMember {
     pub state: CircuitState,
     /// Why it stands where it does, as last ranked.
     pub reason: Reason,
+    /// The share of the calls trying it first that it takes now: below 1 while slow start
+    /// (`Provider::slow_start`) ramps it up after a close, 1 otherwise.
+    pub share: f64,
 }
 
 impl RouteStatus {
@@ -50,6 +53,7 @@ impl RouteStatus {
                     provider: m.handle.id().clone(),
                     state: m.handle.state(),
                     reason: m.reason,
+                    share: m.ramp.as_ref().map_or(1.0, |r| r.current()),
                 })
                 .collect(),
             order_changes: view.counters.order_changes.load(Ordering::Relaxed),
@@ -100,6 +104,9 @@ impl serde::Serialize for RouteMember {
                 m.serialize_entry("headroom_ratio", &ratio)?;
             }
             other => m.serialize_entry("reason", other.as_str())?,
+        }
+        if self.share < 1.0 {
+            m.serialize_entry("slow_start_share", &self.share)?;
         }
         m.end()
     }

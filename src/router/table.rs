@@ -175,6 +175,8 @@ pub(crate) struct Member {
     pub(crate) handle: ProviderHandle,
     pub(crate) reason: Reason,
     pub(crate) counters: Arc<MemberCounters>,
+    /// Its slow-start ramp, for a provider with `slow_start` (`router::ramp`).
+    pub(crate) ramp: Option<Arc<super::ramp::Ramp>>,
 }
 
 /// One route as routed calls see it: its configuration and its current order.
@@ -210,6 +212,7 @@ impl RouteView {
                 counters: counters.member(handle.id()),
                 handle,
                 reason,
+                ramp: None,
             })
             .collect();
         let preferred = members

@@ -9,7 +9,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::conn::Killer;
@@ -25,7 +25,37 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(openai))
         .route("/v1/messages", post(anthropic))
+        .route("/v1/models", get(models))
         .with_state(shared)
+}
+
+/// `GET /v1/models`, what a recovery probe asks: answered at once, failing as the fault
+/// script says for a request arriving now (request-numbered windows count these requests
+/// apart from the API's). Counted in [`MockStats::models_requests`] only, never in
+/// `requests`, so probes are told apart from calls.
+async fn models(State(shared): State<Arc<Shared>>) -> Response {
+    let n = {
+        let mut stats = shared.stats();
+        stats.models_requests += 1;
+        stats.models_requests - 1
+    };
+    let status = match shared.fault_for(n) {
+        None | Some(FaultKind::Slow(_)) => None,
+        Some(FaultKind::Status(status)) if (400..=599).contains(&status) => Some(status),
+        Some(FaultKind::RateLimited { .. }) => Some(429),
+        Some(FaultKind::Overloaded) => Some(529),
+        Some(FaultKind::Unauthorized) => Some(401),
+        Some(FaultKind::Flap) if n % 2 == 1 => None,
+        Some(_) => Some(503),
+    };
+    match status.and_then(|s| StatusCode::from_u16(s).ok()) {
+        Some(status) => (status, "mock fault").into_response(),
+        None => Json(serde_json::json!({
+            "object": "list",
+            "data": [{"id": "mock-model", "object": "model"}],
+        }))
+        .into_response(),
+    }
 }
 
 async fn openai(

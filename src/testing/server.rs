@@ -296,6 +296,8 @@ pub struct MockStats {
     pub quota_rejections: u64,
     /// Requests being handled now (streamed answers until their last byte).
     pub in_flight: u64,
+    /// `GET /v1/models` requests (what recovery probes ask), in no other count.
+    pub models_requests: u64,
 }
 
 impl MockStats {
