@@ -582,9 +582,20 @@ async fn main() -> Result<(), Error> {
         .replicas
         .iter()
         .filter_map(|r| r.fuse.fleet_status())
-        .map(|s| (s.changes_sent, s.changes_applied, s.reconnects))
+        .map(|s| {
+            (
+                s.changes_sent,
+                s.changes_applied,
+                s.reconnects,
+                s.trials_leased,
+                s.trials_deferred,
+                s.trials_unleased,
+            )
+        })
         .collect();
-    println!("  (changes sent, applied, reconnects) per replica: {status:?}");
+    println!(
+        "  (changes sent, applied, reconnects, trials leased, deferred, unleased) per replica:\n  {status:?}"
+    );
     linked.finish();
     for mock in mocks {
         mock.shutdown().await;

@@ -8,19 +8,19 @@ mod adaptive;
 mod breaker;
 mod bulkhead;
 pub mod file;
-mod probe;
 #[cfg(feature = "redis")]
 mod fleet;
+mod probe;
 mod provider;
 mod route;
 
 pub use adaptive::{Adaptive, Tier};
 pub use breaker::{Breaker, Window, DEFAULT_MAX_OPEN_FACTOR, MAX_WINDOW_CALLS};
 pub use bulkhead::Bulkhead;
-pub use probe::{Probe, FALSE_ALARM_BACKOFF};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use fleet::{Fleet, MAX_NAMESPACE_LEN, MAX_REPLICA_LEN};
+pub use probe::{Probe, FALSE_ALARM_BACKOFF};
 pub use provider::Provider;
 pub use route::{AllOpen, Policy, Route};
 

@@ -138,6 +138,7 @@ pub(crate) struct Link {
     reconnects: AtomicU64,
     leased: AtomicU64,
     deferred: AtomicU64,
+    unleased: AtomicU64,
     pending: AtomicU64,
     last_error: Mutex<Option<FleetError>>,
     marks: Mutex<HashMap<String, Mark>>,
@@ -211,6 +212,7 @@ pub(crate) fn start(fleet: &Fleet) -> Result<(Arc<Link>, Starter), ConfigError> 
         reconnects: AtomicU64::new(0),
         leased: AtomicU64::new(0),
         deferred: AtomicU64::new(0),
+        unleased: AtomicU64::new(0),
         pending: AtomicU64::new(0),
         last_error: Mutex::new(None),
         marks: Mutex::new(HashMap::new()),
@@ -263,6 +265,7 @@ impl Link {
             reconnects: self.reconnects.load(Ordering::Relaxed),
             trials_leased: self.leased.load(Ordering::Relaxed),
             trials_deferred: self.deferred.load(Ordering::Relaxed),
+            trials_unleased: self.unleased.load(Ordering::Relaxed),
             pending: self.pending.load(Ordering::Relaxed),
             resync_every: self.fleet.resync_every,
             last_error: lock(&self.last_error).clone(),
@@ -326,6 +329,7 @@ impl FleetPort for Link {
         }
         let conn = lock(&self.conn).clone();
         let (Some(mut conn), Ok(runtime)) = (conn, tokio::runtime::Handle::try_current()) else {
+            self.unleased.fetch_add(1, Ordering::Relaxed);
             let _ = answer.send(Lease::Local);
             return lease;
         };
@@ -358,10 +362,12 @@ impl FleetPort for Link {
                     Lease::Elsewhere { retry_after }
                 }
                 Ok(Err(e)) => {
+                    link.unleased.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(provider = %name, error = %e, "fleet trial lease failed: trial runs locally");
                     Lease::Local
                 }
                 Err(_) => {
+                    link.unleased.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(provider = %name, ?wait, "fleet trial lease unanswered: trial runs locally");
                     Lease::Local
                 }

@@ -67,7 +67,9 @@
 //! link reconnects with a backoff (at most a second between attempts), then writes the
 //! latest local change of each provider made meanwhile (by the compare-and-set above), and
 //! re-reads every record. [`Supervisor::fleet_status`](crate::Supervisor::fleet_status),
-//! `Health::fleet` and the gauge `fusebox_fleet_connected` report the link.
+//! [`Health::fleet_connected`](crate::Health::fleet_connected),
+//! [`ProviderStatus::fleet_connected`](crate::ProviderStatus::fleet_connected) and the gauge
+//! `fusebox_fleet_connected` report the link.
 
 mod link;
 pub mod record;
@@ -113,7 +115,8 @@ pub struct FleetStatus {
     pub changes_applied: u64,
     /// Writes refused because another replica had written a newer record first.
     pub conflicts: u64,
-    /// Records or messages refused as invalid.
+    /// Records or messages refused as invalid (a provider's record refused again for the
+    /// same problem, at every resync, is counted once).
     pub invalid_records: u64,
     /// Times the link reconnected after losing Redis.
     pub reconnects: u64,
@@ -121,6 +124,9 @@ pub struct FleetStatus {
     pub trials_leased: u64,
     /// Half-open trials not run here because another replica held the lease.
     pub trials_deferred: u64,
+    /// Half-open trials run without the lease because Redis did not answer the lease request
+    /// within `lease_wait`, or the link was down (the fallback to a lone replica's trial).
+    pub trials_unleased: u64,
     /// Local changes waiting to be written (made while Redis was unreachable).
     pub pending: u64,
     /// How often every record is re-read.

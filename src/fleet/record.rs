@@ -36,7 +36,7 @@ pub const MAX_RECORD_LEN: usize = 4096;
 pub const MAX_GENERATION: u64 = 1_000_000_000_000;
 
 /// Every cause a record may carry, by its stable name.
-const CAUSES: [Cause; 10] = [
+const CAUSES: [Cause; 11] = [
     Cause::ConsecutiveFailures,
     Cause::FailureRate,
     Cause::SlowCallRate,
@@ -47,6 +47,7 @@ const CAUSES: [Cause; 10] = [
     Cause::Operator,
     Cause::OpenElapsed,
     Cause::TrialsSucceeded,
+    Cause::ProbeSucceeded,
 ];
 
 /// Why a record in Redis, or a message on the change channel, was refused.
@@ -280,8 +281,28 @@ mod tests {
         }
     }
 
+    /// Fails to compile when a cause is added without a place in [`CAUSES`].
+    fn listed(cause: Cause) -> usize {
+        match cause {
+            Cause::ConsecutiveFailures => 0,
+            Cause::FailureRate => 1,
+            Cause::SlowCallRate => 2,
+            Cause::RateLimited => 3,
+            Cause::TrialFailed => 4,
+            Cause::TrialTimedOut => 5,
+            Cause::IsolatingVerdict => 6,
+            Cause::Operator => 7,
+            Cause::OpenElapsed => 8,
+            Cause::TrialsSucceeded => 9,
+            Cause::ProbeSucceeded => 10,
+        }
+    }
+
     #[test]
     fn every_cause_has_a_name_records_read_back() {
+        for (i, cause) in CAUSES.into_iter().enumerate() {
+            assert_eq!(listed(cause), i);
+        }
         for cause in CAUSES {
             assert_eq!(cause_named(cause.as_str()), Some(cause));
         }

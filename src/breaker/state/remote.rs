@@ -14,7 +14,8 @@ impl State {
     /// cause and counted failures). A closed or half-open circuit opens for `remaining`
     /// (the backoff does not grow); an open one stays open at least that long, since a
     /// remote change never shortens a local deadline; an isolated one stays isolated.
-    /// A zero `remaining` changes nothing.
+    /// A re-open after a failed trial elsewhere also grows this replica's backoff one step,
+    /// as its own failed trial would. A zero `remaining` changes nothing.
     pub fn remote_open(
         &mut self,
         remaining: Duration,
@@ -24,6 +25,13 @@ impl State {
     ) -> Option<Transition> {
         if remaining.is_zero() {
             return None;
+        }
+        // A failed trial elsewhere grew the fleet's backoff: this replica's grows with it, so
+        // that whichever replica runs the next trial re-opens for as long as the fleet would.
+        if matches!(cause, Cause::TrialFailed | Cause::TrialTimedOut)
+            && !matches!(self.phase, Phase::Isolated)
+        {
+            self.backoff.grow();
         }
         match &mut self.phase {
             Phase::Open { until } => {
@@ -103,6 +111,28 @@ mod tests {
         assert!(b.remote_isolate(Cause::Operator, t0).is_some());
         assert_eq!(b.remote_open(5 * S, Cause::FailureRate, 1, t0), None);
         assert_eq!(b.state(), CircuitState::Isolated);
+    }
+
+    #[test]
+    fn a_remote_re_open_grows_the_backoff_as_a_local_one_would() {
+        let t0 = Instant::now();
+        let config = Breaker::consecutive(1)
+            .open_for(S)
+            .jitter(0.0)
+            .success_threshold(1);
+        let mut b = State::new(&config, t0).unwrap();
+        b.remote_open(S, Cause::ConsecutiveFailures, 1, t0);
+        // Another replica's trial failed: it re-opened for 2 s.
+        b.remote_open(2 * S, Cause::TrialFailed, 1, t0 + S);
+        // This replica's own next failed trial re-opens for 4 s, not 2 s.
+        let t = t0 + 3 * S;
+        let permit = b.on_admit(t).decision.unwrap();
+        let failure = crate::breaker::Outcome::Completed {
+            verdict: crate::Verdict::Failure,
+            elapsed: Duration::ZERO,
+        };
+        let reopened = b.on_outcome(permit, failure, t).unwrap();
+        assert_eq!(reopened.open_for, Some(4 * S));
     }
 
     #[test]
