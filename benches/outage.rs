@@ -14,7 +14,9 @@
 //!
 //! Strategies: fusebox (a route primary → fallback with the breaker below; with the
 //! previous default cap; with a recovery probe of the primary every 2 s, one success or two
-//! in a row ending an open period, with slow start, and with a long open duration), a naive retry
+//! in a row ending an open period, with slow start, with a long open duration; and with
+//! same-provider retries: 3 attempts, 100 ms back-off doubling, the default 20 % retry
+//! budget), a naive retry
 //! loop (2/4/8 s backoff, then the fallback), the consecutive-count breaker the first article
 //! describes (5 failures, 60 s recovery, one trial), and failsafe 1.3 (its default policy, and
 //! its policies set to fusebox's thresholds). failsafe reads time through a `#[doc(hidden)]`
@@ -45,7 +47,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fusebox::{Breaker, Classify, EventKind, Probe, Provider, Route, Supervisor, Verdict, Window};
+use fusebox::{
+    Breaker, Classify, EventKind, Probe, Provider, Retry, Route, Supervisor, Verdict, Window,
+};
 use tokio::task::LocalSet;
 use tokio::time::Instant;
 
@@ -818,6 +822,17 @@ fn main() {
             "naive retry (2/4/8 s, then fallback)",
             true,
             async |_| NaiveRetry,
+            None,
+        ),
+        simulate(
+            "fusebox with retries (3 attempts, 20 % budget)",
+            true,
+            async |start| {
+                let primary = Provider::new("primary")
+                    .breaker(fusebox_breaker())
+                    .retry(Retry::new().attempts(3));
+                Fusebox::with_primary(start, primary, Arc::default()).await
+            },
             None,
         ),
         simulate(

@@ -289,6 +289,7 @@ async fn simulate(mock: &Mock, start: Instant, n: u64) -> Result<String, HttpErr
             verdict,
             message: None,
             retry_after,
+            class: fusebox::ErrorClass::Other,
         })
     };
     tokio::time::sleep(Duration::from_millis(10)).await;

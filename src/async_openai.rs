@@ -34,7 +34,8 @@
 //! - [`client`]`(config, provider)` guards every HTTP request with the provider: the circuit,
 //!   the bulkhead and the call timeout apply per request, and when fusebox declines a request
 //!   the error is `OpenAIError::Boxed` around a [`Rejected`] ([`rejected`] finds it, with its
-//!   `retry_after`). Call it directly: `openai.chat().create(request).await`.
+//!   `retry_after`), and every response's rate-limit headers are recorded as the provider's
+//!   headroom. Call it directly: `openai.chat().create(request).await`.
 //! - [`plain_client`]`(config)` guards nothing: use it inside `fuse.call`, `fuse.route` or
 //!   [`ProviderHandle::call`], which classify its errors with the [`Classify`] implementation
 //!   below (the orphan rule keeps it from being written anywhere but here).
@@ -170,8 +171,13 @@ impl Transport {
 async fn execute(
     http: &reqwest::Client,
     request: reqwest::Request,
+    provider: Option<&ProviderHandle>,
 ) -> Result<reqwest::Response, OpenAIError> {
     let response = http.execute(request).await?;
+    if let Some(provider) = provider {
+        // Every response's rate-limit headers, success or error, feed the headroom.
+        crate::http::record_headroom(provider, response.headers());
+    }
     check(response).await.map_err(|error| match error {
         HttpError::Transport(error) => OpenAIError::Reqwest(error),
         status => OpenAIError::Boxed(Box::new(status)),
@@ -193,10 +199,10 @@ impl tower::Service<HttpRequestFactory> for Transport {
             // A request that cannot be built was never sent: not the provider's business.
             let request = factory.build().await?;
             let Some(provider) = provider else {
-                return execute(&http, request).await;
+                return execute(&http, request, None).await;
             };
             provider
-                .call(|| execute(&http, request))
+                .call(|| execute(&http, request, Some(&provider)))
                 .await
                 .map_err(|error| {
                     split(error).unwrap_or_else(|rejected| OpenAIError::Boxed(Box::new(rejected)))
@@ -229,6 +235,25 @@ impl Classify for OpenAIError {
             OpenAIError::InvalidArgument(_) => Verdict::Ignored,
             OpenAIError::Boxed(error) => error_verdict(error.as_ref()),
         }
+    }
+
+    /// The class of an error status (a context window exceeded, a content policy
+    /// refusal), from the clients built here or async-openai's own.
+    fn error_class(&self) -> crate::ErrorClass {
+        match self {
+            OpenAIError::ApiError(response) => {
+                let error = &response.api_error;
+                let body = serde_json::json!({"error": {
+                    "type": error.r#type, "code": error.code, "message": error.message,
+                }});
+                crate::http::body_class(&serde_json::to_vec(&body).unwrap_or_default())
+            }
+            _ => http_error(self).map_or(crate::ErrorClass::Other, HttpError::error_class),
+        }
+    }
+
+    fn backoff_hint(&self) -> Option<Duration> {
+        retry_after(self).or_else(|| self.verdict().retry_after())
     }
 }
 

@@ -108,6 +108,46 @@ impl Verdict {
 pub trait Classify {
     /// How this outcome affects the provider's health.
     fn verdict(&self) -> Verdict;
+
+    /// What kind of error this is, for the fallbacks that depend on it (a routed call
+    /// fails over on a [`ContextWindow`](ErrorClass::ContextWindow) or
+    /// [`ContentPolicy`](ErrorClass::ContentPolicy) error where another caller fault ends
+    /// it).
+    ///
+    /// Defaults to [`ErrorClass::Other`].
+    fn error_class(&self) -> ErrorClass {
+        ErrorClass::Other
+    }
+
+    /// How long the provider asked callers to wait before trying it again, whatever the
+    /// verdict (a 503 may carry a `Retry-After` too): a retry waits at least this long.
+    ///
+    /// Defaults to the verdict's [`retry_after`](Verdict::retry_after).
+    fn backoff_hint(&self) -> Option<Duration> {
+        self.verdict().retry_after()
+    }
+}
+
+/// What kind of error a provider answered with, beyond what it says about the provider's
+/// health ([`Verdict`]). Both named classes are the caller's fault
+/// ([`Verdict::Ignored`]): they never count against the provider, but another provider may
+/// serve the same request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// Any other error.
+    #[default]
+    Other,
+    /// The request does not fit the model's context window (OpenAI
+    /// `context_length_exceeded`, `string_above_max_length`; Anthropic
+    /// `request_too_large`, or an `invalid_request_error` saying the prompt is too long). A
+    /// routed call fails over to the next provider with a larger
+    /// [`max_context`](crate::Provider::max_context).
+    ContextWindow,
+    /// The provider refused the content (OpenAI `content_filter`,
+    /// `content_policy_violation`). A routed call fails over to the route's
+    /// [`on_content_policy`](crate::Route::on_content_policy) route, if it has one.
+    ContentPolicy,
 }
 
 // `Classify` must stay object safe.
@@ -148,17 +188,41 @@ impl<T: Classify + ?Sized> Classify for &T {
     fn verdict(&self) -> Verdict {
         (**self).verdict()
     }
+
+    fn error_class(&self) -> ErrorClass {
+        (**self).error_class()
+    }
+
+    fn backoff_hint(&self) -> Option<Duration> {
+        (**self).backoff_hint()
+    }
 }
 
 impl<T: Classify + ?Sized> Classify for Box<T> {
     fn verdict(&self) -> Verdict {
         (**self).verdict()
     }
+
+    fn error_class(&self) -> ErrorClass {
+        (**self).error_class()
+    }
+
+    fn backoff_hint(&self) -> Option<Duration> {
+        (**self).backoff_hint()
+    }
 }
 
 impl<T: Classify + ?Sized> Classify for Arc<T> {
     fn verdict(&self) -> Verdict {
         (**self).verdict()
+    }
+
+    fn error_class(&self) -> ErrorClass {
+        (**self).error_class()
+    }
+
+    fn backoff_hint(&self) -> Option<Duration> {
+        (**self).backoff_hint()
     }
 }
 

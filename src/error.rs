@@ -240,6 +240,14 @@ pub enum CallError<E> {
         /// The timeout.
         after: Duration,
     },
+    /// The provider's request or token budget has no room for the call: it was not made,
+    /// and it does not count against the provider.
+    OverBudget {
+        /// The provider.
+        provider: ProviderId,
+        /// When the budget has room for the call again.
+        retry_after: Duration,
+    },
     /// The provider's own error.
     Inner(E),
     /// No provider has this name.
@@ -253,7 +261,9 @@ impl<E> CallError<E> {
     /// When to try this provider again, for an open circuit.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            CallError::Open { retry_after, .. } => Some(*retry_after),
+            CallError::Open { retry_after, .. } | CallError::OverBudget { retry_after, .. } => {
+                Some(*retry_after)
+            }
             _ => None,
         }
     }
@@ -292,7 +302,8 @@ impl<E> CallError<E> {
             | CallError::Isolated { provider }
             | CallError::BulkheadFull { provider }
             | CallError::QueueTimeout { provider, .. }
-            | CallError::Timeout { provider, .. } => Some(provider),
+            | CallError::Timeout { provider, .. }
+            | CallError::OverBudget { provider, .. } => Some(provider),
             _ => None,
         }
     }
@@ -320,6 +331,13 @@ impl<E> CallError<E> {
                 CallError::QueueTimeout { provider, waited }
             }
             CallError::Timeout { provider, after } => CallError::Timeout { provider, after },
+            CallError::OverBudget {
+                provider,
+                retry_after,
+            } => CallError::OverBudget {
+                provider,
+                retry_after,
+            },
             CallError::Inner(e) => CallError::Inner(f(e)),
             CallError::UnknownProvider(name) => CallError::UnknownProvider(name),
             CallError::ShuttingDown => CallError::ShuttingDown,
@@ -365,6 +383,14 @@ impl<E: fmt::Display> fmt::Display for CallError<E> {
                 f,
                 "call to provider `{provider}` timed out after {}",
                 human(*after)
+            ),
+            CallError::OverBudget {
+                provider,
+                retry_after,
+            } => write!(
+                f,
+                "provider `{provider}` is over its request or token budget; retry after {}",
+                human(*retry_after)
             ),
             // The inner error is shown here, so `source()` skips it and goes to its source.
             CallError::Inner(e) => e.fmt(f),

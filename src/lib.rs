@@ -93,6 +93,7 @@
 //! # Modules
 //!
 //! - [`breaker`]: the circuit breaker as a pure state machine (time is an argument).
+//! - [`budget`]: request and token budgets, same-provider retries and the retry budget.
 //! - [`classify`]: which outcomes count against a provider; HTTP status and `Retry-After`.
 //! - [`config`]: builders, validation and the TOML format ([`config::file`]).
 //! - [`events`]: the event bus, its stable event names, and events for alerting.
@@ -122,6 +123,7 @@ mod adaptive;
 pub mod async_openai;
 mod attempt;
 pub mod breaker;
+pub mod budget;
 mod bulkhead;
 pub mod classify;
 pub mod config;
@@ -151,7 +153,8 @@ pub mod testing;
 pub mod tower;
 
 pub use breaker::{Cause, CircuitState};
-pub use classify::{http_verdict, http_verdict_at, Classify, HeaderError, Verdict};
+pub use budget::{Budget, BudgetStatus, Metered, Retry};
+pub use classify::{http_verdict, http_verdict_at, Classify, ErrorClass, HeaderError, Verdict};
 pub use config::{
     Adaptive, AllOpen, Breaker, Bulkhead, Config, Policy, Probe, Provider, Route, Tier, Window,
 };

@@ -4,7 +4,9 @@
 //! | name | type | labels | what |
 //! |---|---|---|---|
 //! | `fusebox_calls_total` | counter | `provider`, `outcome` | finished calls: `success`, `failure`, `rate_limited`, `timeout`, `ignored`, `cancelled` |
-//! | `fusebox_rejections_total` | counter | `provider`, `reason` | calls not made: `open`, `half_open`, `isolated`, `bulkhead_full`, `queue_timeout` |
+//! | `fusebox_rejections_total` | counter | `provider`, `reason` | calls not made: `open`, `half_open`, `isolated`, `bulkhead_full`, `queue_timeout`, `over_budget` (direct calls rejected and routed calls skipped by the request or token budget) |
+//! | `fusebox_retries_total` | counter | `provider` | same-provider retries made under the provider's `Retry` |
+//! | `fusebox_retry_budget_exhausted_total` | counter | `provider` | retries the provider's retry budget refused |
 //! | `fusebox_circuit_state` | gauge | `provider` | 0 closed, 1 half-open, 2 open, 3 isolated |
 //! | `fusebox_transitions_total` | counter | `provider`, `from`, `to` | circuit transitions |
 //! | `fusebox_call_duration_seconds` | histogram | `provider`, `outcome` | call latency (`success` or `failure`) |
@@ -38,6 +40,10 @@ use crate::{ProviderId, ProviderStatus};
 pub const CALLS: &str = "fusebox_calls_total";
 /// Calls not made, by `provider` and `reason`.
 pub const REJECTIONS: &str = "fusebox_rejections_total";
+/// Same-provider retries made, by `provider`.
+pub const RETRIES: &str = "fusebox_retries_total";
+/// Retries refused by the retry budget, by `provider`.
+pub const RETRY_BUDGET_EXHAUSTED: &str = "fusebox_retry_budget_exhausted_total";
 /// The circuit state gauge, by `provider`.
 pub const CIRCUIT_STATE: &str = "fusebox_circuit_state";
 /// Circuit transitions, by `provider`, `from` and `to`.
@@ -70,10 +76,12 @@ pub const STREAM_DURATION: &str = "fusebox_stream_duration_seconds";
 pub const PROBES: &str = "fusebox_probes_total";
 
 /// Every metric name fusebox emits.
-pub const ALL: [&str; 16] = [
+pub const ALL: [&str; 18] = [
     PROBES,
     CALLS,
     REJECTIONS,
+    RETRIES,
+    RETRY_BUDGET_EXHAUSTED,
     CIRCUIT_STATE,
     TRANSITIONS,
     CALL_DURATION,
@@ -112,6 +120,12 @@ pub fn describe() {
         "Finished calls to a provider, by outcome."
     );
     describe_counter!(REJECTIONS, Unit::Count, "Calls not made, by reason.");
+    describe_counter!(RETRIES, Unit::Count, "Same-provider retries made.");
+    describe_counter!(
+        RETRY_BUDGET_EXHAUSTED,
+        Unit::Count,
+        "Retries refused by the retry budget."
+    );
     describe_counter!(
         PROBES,
         Unit::Count,
@@ -181,6 +195,14 @@ pub(crate) fn publish(s: &ProviderStatus) {
     rejections("isolated", s.rejected_isolated);
     rejections("bulkhead_full", s.bulkhead_full);
     rejections("queue_timeout", s.queue_timeouts);
+    if let Some(budget) = &s.budget {
+        rejections("over_budget", budget.rejected);
+    }
+    if s.retries > 0 || s.retry_budget_exhausted > 0 {
+        counter!(RETRIES, "provider" => p.clone()).absolute(s.retries);
+        counter!(RETRY_BUDGET_EXHAUSTED, "provider" => p.clone())
+            .absolute(s.retry_budget_exhausted);
+    }
     gauge!(CIRCUIT_STATE, "provider" => p.clone()).set(f64::from(s.state.as_gauge()));
     gauge!(IN_FLIGHT, "provider" => p.clone()).set(s.in_flight as f64);
     gauge!(QUEUE_DEPTH, "provider" => p.clone()).set(f64::from(s.queued));

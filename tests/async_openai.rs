@@ -373,3 +373,51 @@ fn classification_of_async_openais_own_errors() {
     let other = OpenAIError::Boxed("something else".into());
     assert_eq!(other.verdict(), Verdict::Failure);
 }
+
+#[test]
+fn async_openai_errors_carry_their_class() {
+    use async_openai::error::{ApiError, ApiErrorResponse};
+    use fusebox::ErrorClass;
+    let api = |code: Option<&str>| {
+        OpenAIError::ApiError(ApiErrorResponse {
+            status_code: reqwest::StatusCode::BAD_REQUEST,
+            api_error: ApiError {
+                message: "boom".to_owned(),
+                r#type: Some("invalid_request_error".to_owned()),
+                param: None,
+                code: code.map(str::to_owned),
+                misalignment: None,
+            },
+        })
+    };
+    assert_eq!(
+        api(Some("context_length_exceeded")).error_class(),
+        ErrorClass::ContextWindow
+    );
+    assert_eq!(
+        api(Some("content_policy_violation")).error_class(),
+        ErrorClass::ContentPolicy
+    );
+    assert_eq!(api(None).error_class(), ErrorClass::Other);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guarded_client_feeds_the_providers_headroom() {
+    let quota = fusebox::testing::Quota::requests(3)
+        .tokens(100)
+        .window(Duration::from_secs(3600));
+    let mock = MockLlm::builder()
+        .quota(quota)
+        .script(FaultScript::new())
+        .start()
+        .await
+        .unwrap();
+    let fuse = fuse(Breaker::consecutive(3)).await;
+    let openai = fusebox::async_openai::client(config(&mock), fuse.provider("openai").unwrap());
+    assert_eq!(fuse.status()[0].headroom, None);
+    for remaining in [2u64, 1] {
+        openai.chat().create(request()).await.unwrap();
+        let requests = fuse.status()[0].headroom.unwrap().requests.unwrap();
+        assert_eq!((requests.remaining, requests.limit), (remaining, Some(3)));
+    }
+}

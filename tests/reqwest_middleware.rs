@@ -161,3 +161,24 @@ async fn successes_pass_through_and_later_middlewares_are_skipped_while_open() {
     assert_eq!(after.load(Ordering::SeqCst), 3);
     assert_eq!(mock.requests(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_response_feeds_the_providers_headroom() {
+    let quota = fusebox::testing::Quota::requests(3)
+        .tokens(100)
+        .window(Duration::from_secs(3600));
+    let mock = MockLlm::builder()
+        .quota(quota)
+        .script(FaultScript::new())
+        .start()
+        .await
+        .unwrap();
+    let fuse = fuse(Breaker::consecutive(3)).await;
+    let client = client(&fuse);
+    assert_eq!(fuse.status()[0].headroom, None);
+    for remaining in [2u64, 1] {
+        assert_eq!(chat(&client, &mock).await.unwrap().status(), 200);
+        let requests = fuse.status()[0].headroom.unwrap().requests.unwrap();
+        assert_eq!((requests.remaining, requests.limit), (remaining, Some(3)));
+    }
+}

@@ -290,3 +290,34 @@ async fn transport_errors_pass_through_and_count() {
     }
     assert_eq!(fuse.status()[0].state, CircuitState::Open);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_response_feeds_the_providers_headroom() {
+    let quota = fusebox::testing::Quota::requests(3)
+        .tokens(100)
+        .window(Duration::from_secs(3600));
+    let mock = MockLlm::builder()
+        .quota(quota)
+        .script(FaultScript::new())
+        .start()
+        .await
+        .unwrap();
+    let fuse = fuse(Breaker::consecutive(3), Duration::from_secs(5)).await;
+    let (upstream, _, _) = upstream();
+    let mut service = ServiceBuilder::new()
+        .layer(FuseLayer::new(fuse.provider("openai").unwrap()))
+        .service(upstream);
+    assert_eq!(fuse.status()[0].headroom, None);
+    for remaining in [2u64, 1] {
+        let response = service
+            .ready()
+            .await
+            .unwrap()
+            .call(chat(&mock))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let requests = fuse.status()[0].headroom.unwrap().requests.unwrap();
+        assert_eq!((requests.remaining, requests.limit), (remaining, Some(3)));
+    }
+}

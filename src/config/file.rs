@@ -5,7 +5,8 @@
 //! `"1h 30m"`). Every key outside `name`, `providers` (of a route) and
 //! `bulkhead.max_concurrent` is optional and defaults as its builder does; unknown keys are
 //! errors. A `[defaults]` table holds provider settings every provider inherits: a provider
-//! overrides any of them, key by key (inside `breaker`, `bulkhead`, `adaptive` and `meta`
+//! overrides any of them, key by key (inside `breaker`, `bulkhead`, `adaptive`, `budget`,
+//! `retry` and `meta`
 //! too; a provider's `adaptive.tiers` replaces the inherited list).
 //!
 //! ```
@@ -54,6 +55,23 @@
 //!
 //! [[providers]]
 //! name = "openai"
+//! max_context = 128_000        # optional: the context window, in tokens
+//!
+//! [providers.budget]           # optional: a request or token limit, or from_headers
+//! requests = 500               # per period
+//! tokens = 200_000             # per period
+//! period = "1m"                # optional, defaults to a minute
+//! default_estimate = 1_000     # optional: what a call that declares none reserves
+//! from_headers = false         # optional: follow the provider's rate-limit headers
+//!
+//! [providers.retry]            # optional; every key optional, defaults from Retry::new()
+//! attempts = 3
+//! backoff = "100ms"
+//! max_backoff = "2s"
+//! jitter = 0.5
+//! budget = 0.2                 # the retry budget's ratio, or `false` for none
+//! min_per_second = 10
+//! budget_window = "10s"
 //!
 //! [[routes]]
 //! name = "chat"
@@ -61,6 +79,12 @@
 //! policy = "priority"          # "priority" | "least_loaded" | "lowest_latency"
 //! deadline = "2m"              # optional
 //! when_all_open = "fail_fast"  # or { wait = "30s" }
+//! retry = { attempts = 2 }     # optional: replaces the members' own retry
+//! on_content_policy = "moderated"  # optional: a route for content-policy refusals
+//!
+//! [[routes]]
+//! name = "moderated"
+//! providers = ["openai"]
 //! "#)?;
 //! assert_eq!(config.providers.len(), 2);
 //! assert_eq!(config.providers[1].call_timeout_config(), Some(std::time::Duration::from_secs(60)));
@@ -172,6 +196,9 @@ const PROVIDER_KEYS: &[&str] = &[
     "breaker",
     "bulkhead",
     "adaptive",
+    "budget",
+    "retry",
+    "max_context",
 ];
 const DEFAULTS_KEYS: &[&str] = &[
     "call_timeout",
@@ -183,6 +210,9 @@ const DEFAULTS_KEYS: &[&str] = &[
     "breaker",
     "bulkhead",
     "adaptive",
+    "budget",
+    "retry",
+    "max_context",
 ];
 const BREAKER_KEYS: &[&str] = &[
     "consecutive",
@@ -202,9 +232,33 @@ const BREAKER_KEYS: &[&str] = &[
 const BULKHEAD_KEYS: &[&str] = &["max_concurrent", "queue", "queue_timeout"];
 const ADAPTIVE_KEYS: &[&str] = &["window", "hysteresis", "tiers"];
 const TIER_KEYS: &[&str] = &["above", "failures", "open_for"];
-const ROUTE_KEYS: &[&str] = &["name", "providers", "policy", "deadline", "when_all_open"];
+const ROUTE_KEYS: &[&str] = &[
+    "name",
+    "providers",
+    "policy",
+    "deadline",
+    "when_all_open",
+    "retry",
+    "on_content_policy",
+];
+const BUDGET_KEYS: &[&str] = &[
+    "requests",
+    "tokens",
+    "period",
+    "default_estimate",
+    "from_headers",
+];
+const RETRY_KEYS: &[&str] = &[
+    "attempts",
+    "backoff",
+    "max_backoff",
+    "jitter",
+    "budget",
+    "min_per_second",
+    "budget_window",
+];
 /// The tables `[defaults]` merges into a provider key by key.
-const MERGED_TABLES: &[&str] = &["breaker", "bulkhead", "adaptive", "meta"];
+const MERGED_TABLES: &[&str] = &["breaker", "bulkhead", "adaptive", "meta", "budget", "retry"];
 
 impl Config {
     /// Parses a whole configuration from TOML and validates it.
@@ -765,7 +819,79 @@ impl Converter<'_> {
             let t = self.table("adaptive", v)?;
             p.adaptive = Some(self.adaptive(t)?);
         }
+        if let Some(v) = table.get("budget") {
+            let t = self.table("budget", v)?;
+            p.budget = Some(self.budget(t)?);
+        }
+        if let Some(v) = table.get("retry") {
+            let t = self.table("retry", v)?;
+            p.retry = Some(self.retry(t)?);
+        }
+        if let Some(v) = table.get("max_context") {
+            p.max_context = Some(self.tokens("max_context", v)?);
+        }
         Ok(p)
+    }
+
+    /// A token count: an integer from 0 to 2^64 - 1.
+    fn tokens(&mut self, field: &'static str, v: &Item<'_>) -> Result<u64, ConfigError> {
+        let n = self.integer(field, v, INTEGER)?;
+        let n = u64::try_from(n)
+            .map_err(|_| self.reject(field, v, "must be a number of tokens (0 or more)"))?;
+        self.note(field, n.to_string(), v);
+        Ok(n)
+    }
+
+    fn budget(&mut self, t: &DeTable<'_>) -> Result<crate::Budget, ConfigError> {
+        self.keys(t, "budget.", BUDGET_KEYS)?;
+        let mut b = crate::Budget::per_minute();
+        if let Some(d) = self.duration("budget.period", t.get("period"))? {
+            b.period = d;
+        }
+        b.requests = self.count("budget.requests", t.get("requests"), 0, FROM_0)?;
+        if let Some(v) = t.get("tokens") {
+            b.tokens = Some(self.tokens("budget.tokens", v)?);
+        }
+        if let Some(v) = t.get("default_estimate") {
+            b.default_estimate = self.tokens("budget.default_estimate", v)?;
+        }
+        if let Some(on) = self.boolean("budget.from_headers", t.get("from_headers"))? {
+            b.from_headers = on;
+        }
+        Ok(b)
+    }
+
+    fn retry(&mut self, t: &DeTable<'_>) -> Result<crate::Retry, ConfigError> {
+        self.keys(t, "retry.", RETRY_KEYS)?;
+        let mut r = crate::Retry::new();
+        if let Some(n) = self.count("retry.attempts", t.get("attempts"), 0, FROM_0)? {
+            r.attempts = n;
+        }
+        if let Some(d) = self.duration("retry.backoff", t.get("backoff"))? {
+            r.base = d;
+        }
+        if let Some(d) = self.duration("retry.max_backoff", t.get("max_backoff"))? {
+            r.cap = d;
+        }
+        if let Some(x) = self.number("retry.jitter", t.get("jitter"))? {
+            r.jitter = x;
+        }
+        if let Some(v) = t.get("budget") {
+            match v.get_ref() {
+                DeValue::Boolean(false) => {
+                    r.ratio = None;
+                    self.note("retry.budget", "false".to_owned(), v);
+                }
+                _ => r.ratio = self.number("retry.budget", Some(v))?,
+            }
+        }
+        if let Some(n) = self.count("retry.min_per_second", t.get("min_per_second"), 0, FROM_0)? {
+            r.min_per_second = n;
+        }
+        if let Some(d) = self.duration("retry.budget_window", t.get("budget_window"))? {
+            r.window = d;
+        }
+        Ok(r)
     }
 
     fn breaker(&mut self, t: &DeTable<'_>) -> Result<Breaker, ConfigError> {
@@ -970,6 +1096,15 @@ impl Converter<'_> {
                 _ => return Err(self.reject("when_all_open", v, WHY)),
             };
         }
+        if let Some(v) = table.get("retry") {
+            let t = self.table("retry", v)?;
+            r.retry = Some(self.retry(t)?);
+        }
+        if let Some(v) = table.get("on_content_policy") {
+            let name = self.string("on_content_policy", v)?.to_owned();
+            self.note("on_content_policy", name.clone(), v);
+            r.on_content_policy = Some(name);
+        }
         Ok(r)
     }
 }
@@ -1087,6 +1222,49 @@ struct RawProvider {
     bulkhead: Option<RawBulkhead>,
     #[serde(skip_serializing_if = "Option::is_none")]
     adaptive: Option<RawAdaptive>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    budget: Option<RawBudget>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry: Option<RawRetry>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_context: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct RawBudget {
+    period: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requests: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tokens: Option<u64>,
+    default_estimate: u64,
+    from_headers: bool,
+}
+
+#[derive(Serialize)]
+struct RawRetry {
+    attempts: u32,
+    backoff: String,
+    max_backoff: String,
+    jitter: f64,
+    /// A ratio, or `false` (unbudgeted).
+    budget: Value,
+    min_per_second: u32,
+    budget_window: String,
+}
+
+impl From<&crate::Retry> for RawRetry {
+    fn from(r: &crate::Retry) -> Self {
+        RawRetry {
+            attempts: r.attempts,
+            backoff: render(r.base),
+            max_backoff: render(r.cap),
+            jitter: r.jitter,
+            budget: r.ratio.map_or(Value::Boolean(false), Value::Float),
+            min_per_second: r.min_per_second,
+            budget_window: render(r.window),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -1145,6 +1323,10 @@ struct RawRoute {
     deadline: Option<String>,
     /// `"fail_fast"`, or `{ wait = "<duration>" }`.
     when_all_open: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry: Option<RawRetry>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on_content_policy: Option<String>,
 }
 
 impl From<&Config> for RawConfig {
@@ -1203,6 +1385,15 @@ impl From<&Provider> for RawProvider {
                 hysteresis: a.hysteresis,
                 tiers: a.tiers.iter().map(tier).collect(),
             }),
+            budget: p.budget.map(|b| RawBudget {
+                period: render(b.period),
+                requests: b.requests,
+                tokens: b.tokens,
+                default_estimate: b.default_estimate,
+                from_headers: b.from_headers,
+            }),
+            retry: p.retry.as_ref().map(RawRetry::from),
+            max_context: p.max_context,
         }
     }
 }
@@ -1228,6 +1419,8 @@ impl From<&Route> for RawRoute {
             policy,
             deadline: r.deadline.map(render),
             when_all_open,
+            retry: r.retry.as_ref().map(RawRetry::from),
+            on_content_policy: r.on_content_policy.clone(),
         }
     }
 }

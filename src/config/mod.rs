@@ -104,6 +104,18 @@ impl Config {
                 return Err(ConfigError::DuplicateRoute(route.name().to_owned()));
             }
         }
+        for route in &self.routes {
+            if let Some(fallback) = route.on_content_policy_config() {
+                if !routes.contains(fallback) {
+                    return Err(ConfigError::invalid(
+                        &Scope::Route(route.name().to_owned()),
+                        "on_content_policy",
+                        fallback,
+                        "must name a configured route",
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 }

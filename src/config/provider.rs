@@ -32,6 +32,9 @@ pub struct Provider {
     pub(crate) first_chunk_timeout: Option<Duration>,
     pub(crate) stall_timeout: Option<Duration>,
     pub(crate) meta: BTreeMap<String, String>,
+    pub(crate) budget: Option<crate::budget::Budget>,
+    pub(crate) retry: Option<crate::budget::Retry>,
+    pub(crate) max_context: Option<u64>,
     pub(crate) probe: Option<Probe>,
     pub(crate) slow_start: Option<Duration>,
 }
@@ -50,6 +53,9 @@ impl Provider {
             first_chunk_timeout: None,
             stall_timeout: None,
             meta: BTreeMap::new(),
+            budget: None,
+            retry: None,
+            max_context: None,
             probe: None,
             slow_start: None,
         }
@@ -139,6 +145,55 @@ impl Provider {
     pub fn stall_timeout(mut self, timeout: Duration) -> Self {
         self.stall_timeout = Some(timeout);
         self
+    }
+
+    /// Request and token limits (see [`Budget`](crate::Budget)): a call over budget is not
+    /// made, and never counts against the circuit.
+    ///
+    /// Defaults to none.
+    pub fn budget(mut self, budget: crate::budget::Budget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Retries of failed calls on this provider (see [`Retry`](crate::Retry)), for its
+    /// routed calls (unless the route sets its own) and `call_retrying`.
+    ///
+    /// Defaults to none: a failed call is not retried on the same provider.
+    pub fn retry(mut self, retry: crate::budget::Retry) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+
+    /// The model's context window, in tokens. A routed call that fails with a
+    /// context-window error ([`ErrorClass::ContextWindow`](crate::ErrorClass::ContextWindow))
+    /// fails over only to providers whose window is larger. Also readable as the `max_context`
+    /// metadata key, which is used when this is not set.
+    ///
+    /// Defaults to none (unknown).
+    pub fn max_context(mut self, tokens: u64) -> Self {
+        self.max_context = Some(tokens);
+        self
+    }
+
+    /// The budget, if any.
+    pub fn budget_config(&self) -> Option<&crate::budget::Budget> {
+        self.budget.as_ref()
+    }
+
+    /// The retry settings, if any.
+    pub fn retry_config(&self) -> Option<&crate::budget::Retry> {
+        self.retry.as_ref()
+    }
+
+    /// The context window: [`max_context`](Self::max_context), else a `max_context`
+    /// metadata value that parses as a number of tokens.
+    pub fn max_context_config(&self) -> Option<u64> {
+        self.max_context.or_else(|| {
+            self.meta
+                .get("max_context")
+                .and_then(|v| v.trim().replace('_', "").parse().ok())
+        })
     }
 
     /// A recovery probe: while the circuit is open, the provider's actor runs `op` every
@@ -252,6 +307,20 @@ impl Provider {
         }
         if let Some(timeout) = self.stall_timeout {
             check::nonzero(&scope, "stall_timeout", timeout)?;
+        }
+        if let Some(budget) = &self.budget {
+            budget.validate(&scope)?;
+        }
+        if let Some(retry) = &self.retry {
+            retry.validate(&scope)?;
+        }
+        if self.max_context == Some(0) {
+            return Err(ConfigError::invalid(
+                &scope,
+                "max_context",
+                0,
+                "must be at least 1",
+            ));
         }
         if let Some(probe) = &self.probe {
             probe.validate(&scope)?;

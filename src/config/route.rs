@@ -57,6 +57,8 @@ pub struct Route {
     pub(crate) policy: Policy,
     pub(crate) deadline: Option<Duration>,
     pub(crate) when_all_open: AllOpen,
+    pub(crate) retry: Option<crate::budget::Retry>,
+    pub(crate) on_content_policy: Option<String>,
 }
 
 impl Route {
@@ -69,6 +71,8 @@ impl Route {
             policy: Policy::default(),
             deadline: None,
             when_all_open: AllOpen::default(),
+            retry: None,
+            on_content_policy: None,
         }
     }
 
@@ -104,6 +108,37 @@ impl Route {
     pub fn when_all_open(mut self, behaviour: AllOpen) -> Self {
         self.when_all_open = behaviour;
         self
+    }
+
+    /// Retries on each member before failing over (see [`Retry`](crate::Retry)), in place
+    /// of the members' own [`Provider::retry`](crate::Provider::retry).
+    ///
+    /// Defaults to none: each member's own setting.
+    pub fn retry(mut self, retry: crate::budget::Retry) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+
+    /// Where a request a provider refused on content policy
+    /// ([`ErrorClass::ContentPolicy`](crate::ErrorClass::ContentPolicy)) goes: the routed
+    /// call goes on over `route` (once; that route's own content-policy fallback is not
+    /// followed), its attempts added to this call's trace. The refusal never counts against
+    /// the provider.
+    ///
+    /// Defaults to none: the refusal ends the routed call (`RouteError::NotRetryable`).
+    pub fn on_content_policy(mut self, route: impl Into<String>) -> Self {
+        self.on_content_policy = Some(route.into());
+        self
+    }
+
+    /// The retry settings, if any.
+    pub fn retry_config(&self) -> Option<&crate::budget::Retry> {
+        self.retry.as_ref()
+    }
+
+    /// The content-policy fallback route, if any.
+    pub fn on_content_policy_config(&self) -> Option<&str> {
+        self.on_content_policy.as_deref()
     }
 
     /// The route's name.
@@ -159,6 +194,17 @@ impl Route {
         }
         if let AllOpen::Wait(max) = self.when_all_open {
             check::nonzero(&scope, "when_all_open", max)?;
+        }
+        if let Some(retry) = &self.retry {
+            retry.validate(&scope)?;
+        }
+        if self.on_content_policy.as_deref() == Some(self.name.as_str()) {
+            return Err(ConfigError::invalid(
+                &scope,
+                "on_content_policy",
+                &self.name,
+                "must name another route",
+            ));
         }
         Ok(())
     }

@@ -83,6 +83,45 @@ impl ErrorBody {
     }
 }
 
+impl ErrorBody {
+    /// The class of error the body names: the context window (`context_length_exceeded`,
+    /// `string_above_max_length`, `request_too_large`, or an Anthropic
+    /// `invalid_request_error` whose message says the prompt is too long) or a content
+    /// policy refusal (`content_filter`, `content_policy_violation`).
+    pub(super) fn class(&self) -> crate::ErrorClass {
+        use crate::ErrorClass;
+        let named = |name: &Option<String>| match name.as_deref() {
+            Some("context_length_exceeded" | "string_above_max_length" | "request_too_large") => {
+                Some(ErrorClass::ContextWindow)
+            }
+            Some("content_filter" | "content_policy_violation") => Some(ErrorClass::ContentPolicy),
+            _ => None,
+        };
+        if let Some(class) = named(&self.code).or_else(|| named(&self.kind)) {
+            return class;
+        }
+        // Anthropic says it in the message of an `invalid_request_error`: "prompt is too
+        // long: 210000 tokens > 200000 maximum"; OpenAI-compatible servers often too.
+        let message = self
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let context = [
+            "prompt is too long",
+            "context length",
+            "context window",
+            "maximum context",
+        ];
+        if self.kind.as_deref() == Some(CATCH_ALL_TYPE)
+            && context.iter().any(|c| message.contains(c))
+        {
+            return ErrorClass::ContextWindow;
+        }
+        ErrorClass::Other
+    }
+}
+
 /// The verdict an error `type` or `code` stands for, if it is a known one.
 fn by_name(name: &str, hint: Option<Duration>) -> Option<Verdict> {
     Some(match name {
@@ -141,6 +180,39 @@ mod tests {
         assert!(long.ends_with('…'));
         let exact = "x".repeat(MAX_MESSAGE_CHARS);
         assert_eq!(truncate(exact.clone()), Some(exact));
+    }
+
+    #[test]
+    fn classes_from_openai_and_anthropic_bodies() {
+        use crate::ErrorClass::{ContentPolicy, ContextWindow, Other};
+        let class = |body: &str| ErrorBody::parse(body.as_bytes()).class();
+        assert_eq!(
+            class(
+                r#"{"error": {"type": "invalid_request_error", "code": "context_length_exceeded"}}"#
+            ),
+            ContextWindow
+        );
+        assert_eq!(
+            class(r#"{"type": "error", "error": {"type": "request_too_large", "message": "x"}}"#),
+            ContextWindow
+        );
+        assert_eq!(
+            class(
+                r#"{"type": "error", "error": {"type": "invalid_request_error", "message": "prompt is too long: 210000 tokens > 200000 maximum"}}"#
+            ),
+            ContextWindow
+        );
+        assert_eq!(
+            class(r#"{"error": {"type": "invalid_request_error", "code": "content_filter"}}"#),
+            ContentPolicy
+        );
+        assert_eq!(
+            class(r#"{"error": {"type": "invalid_request_error", "message": "bad field"}}"#),
+            Other
+        );
+        // A message alone, without the request-error type, is not enough.
+        assert_eq!(class(r#"{"error": "prompt is too long"}"#), Other);
+        assert_eq!(class("<html>"), Other);
     }
 
     #[test]

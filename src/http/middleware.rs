@@ -12,7 +12,8 @@ use crate::{Classify, ProviderHandle, Verdict};
 
 /// A [`reqwest_middleware::Middleware`] that sends every request through a provider's
 /// circuit breaker and bulkhead: one HTTP request is one guarded call, classified from the
-/// response's status, retry headers and (bounded) error body.
+/// response's status, retry headers and (bounded) error body. Every response's rate-limit
+/// headers are recorded as the provider's headroom ([`record_headroom`](super::record_headroom)).
 ///
 /// Responses come back as they would without it, error statuses included (as
 /// `RetryTransientMiddleware` does), so code that reads a 4xx or 5xx body keeps working: to
@@ -96,10 +97,16 @@ impl Middleware for FuseMiddleware {
         extensions: &mut http::Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        let sent = self
-            .provider
+        let provider = &self.provider;
+        let sent = provider
             .call_with(Ended::verdict, || async move {
-                match next.run(request, extensions).await {
+                let sent = next.run(request, extensions).await;
+                if let Ok(response) = &sent {
+                    // Every response's rate-limit headers, success or error, feed the
+                    // provider's headroom.
+                    super::record_headroom(provider, response.headers());
+                }
+                match sent {
                     Ok(response) if is_success(&response) => Ok(response),
                     Ok(response) => {
                         let (response, verdict) = inspect(response).await;

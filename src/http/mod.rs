@@ -79,6 +79,7 @@ mod headroom;
 mod middleware;
 mod send;
 pub mod sse;
+mod usage;
 
 use body::ErrorBody;
 pub use headroom::{headroom, headroom_header_names, parse_headroom, parse_reset, record_headroom};
@@ -95,6 +96,7 @@ pub(crate) use send::error_verdict;
 #[cfg(any(feature = "reqwest-middleware", feature = "async-openai"))]
 pub(crate) use send::split;
 pub use send::{send, send_via, Rejected};
+pub use usage::usage;
 
 /// The most bytes of an error body read and parsed: 64 KiB.
 ///
@@ -153,6 +155,12 @@ where
 {
     let hint = retry_hint(headers, now);
     ErrorBody::parse(body).refine(status_verdict(status, hint), hint)
+}
+
+/// The [`ErrorClass`](crate::ErrorClass) an error body names (see [`HttpError`]'s `class`).
+#[cfg(feature = "async-openai")]
+pub(crate) fn body_class(body: &[u8]) -> crate::ErrorClass {
+    ErrorBody::parse(body).class()
 }
 
 /// What [`http_verdict_at`](crate::http_verdict_at) says, given the headers' hint.
@@ -222,6 +230,9 @@ pub enum HttpError {
         /// The back-off hint of the `Retry-After-Ms` or `Retry-After` header, whatever the
         /// status (a 503 may carry one too).
         retry_after: Option<Duration>,
+        /// The class of error the body names (a context window exceeded, a content policy
+        /// refusal), for the fallbacks that depend on it.
+        class: crate::ErrorClass,
     },
     /// The request failed (connect, timeout, body...).
     Transport(reqwest::Error),
@@ -234,6 +245,20 @@ impl Classify for HttpError {
         match self {
             HttpError::Status { verdict, .. } => *verdict,
             HttpError::Transport(error) => error.verdict(),
+        }
+    }
+
+    fn error_class(&self) -> crate::ErrorClass {
+        match self {
+            HttpError::Status { class, .. } => *class,
+            HttpError::Transport(_) => crate::ErrorClass::Other,
+        }
+    }
+
+    fn backoff_hint(&self) -> Option<Duration> {
+        match self {
+            HttpError::Status { retry_after, .. } => *retry_after,
+            HttpError::Transport(_) => None,
         }
     }
 }
@@ -304,6 +329,7 @@ pub async fn check(response: reqwest::Response) -> Result<reqwest::Response, Htt
     Err(HttpError::Status {
         status,
         verdict: parsed.refine(status_verdict(status, retry_after), retry_after),
+        class: parsed.class(),
         message: parsed.message,
         retry_after,
     })

@@ -111,6 +111,21 @@ impl<H: Borrow<ProviderHandle>> Admitted<H> {
         }
     }
 
+    /// Gives the admission back without having called the provider (its budget had no
+    /// room): neither an outcome nor a cancellation.
+    pub(crate) fn withdraw(mut self) {
+        let Some(permit) = self.permit.take() else {
+            return;
+        };
+        let handle = self.handle.borrow();
+        if permit.is_trial() {
+            Delivery::spawn(&handle.actor, permit, Outcome::Cancelled);
+        } else {
+            handle.shared.counters.unadmit();
+            handle.closing.call_finished();
+        }
+    }
+
     /// The provider this call was admitted to.
     pub(crate) fn handle(&self) -> &ProviderHandle {
         self.handle.borrow()
@@ -220,6 +235,12 @@ impl ProviderHandle {
         let now = Instant::now();
         let cell = &self.shared.headroom;
         let before = cell.ratio(now);
+        if let Some(budget) = &self.shared.budget {
+            budget.learn(
+                headroom.requests.and_then(|q| q.limit),
+                headroom.tokens.and_then(|q| q.limit),
+            );
+        }
         cell.record(headroom, now);
         let exhausted_until = cell.exhausted_until(now);
         // Crossing the router's line, either way, re-ranks now (not at the next sample).
@@ -302,6 +323,17 @@ impl ProviderHandle {
             None => Box::pin(self.admit(true)).await,
         }
         .map_err(|r| r.into_error(&self.shared.id))?;
+        // A budget reserves its default estimate (a plain call reports no usage).
+        let _reserved = match &self.shared.budget {
+            None => None,
+            Some(budget) => match budget.reserve(budget.default_estimate()) {
+                Ok(reserved) => Some(reserved),
+                Err(over) => {
+                    admitted.withdraw();
+                    return Err(over.into_error(&self.shared.id));
+                }
+            },
+        };
         match attempt::call(admitted, None, &classify, op()).await {
             Ended::Served(value) => Ok(value),
             Ended::Failed(_, error) => Err(CallError::Inner(error)),
@@ -356,6 +388,17 @@ impl ProviderHandle {
             .admit(true)
             .await
             .map_err(|r| r.into_error(&self.shared.id))?;
+        // A budget reserves its default estimate (a stream's usage is not reported back).
+        let _reserved = match &self.shared.budget {
+            None => None,
+            Some(budget) => match budget.reserve(budget.default_estimate()) {
+                Ok(reserved) => Some(reserved),
+                Err(over) => {
+                    admitted.withdraw();
+                    return Err(over.into_error(&self.shared.id));
+                }
+            },
+        };
         match stream::open(self, admitted, None, classify, op(), false).await {
             Ended::Served(stream) => Ok(stream),
             Ended::Failed(_, error) => Err(CallError::Inner(error)),

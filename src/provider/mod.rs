@@ -1,6 +1,7 @@
 //! A provider at run time: its actor, its shared state and the handle callers use.
 
 mod actor;
+mod budgeted;
 mod counters;
 mod handle;
 mod probe;

@@ -104,6 +104,10 @@ pub(crate) struct Shared {
     latency: AtomicU64,
     /// The provider's latest rate-limit headroom (`ProviderHandle::record_headroom`).
     pub(crate) headroom: crate::headroom::HeadroomCell,
+    /// Its request and token budgets, if configured.
+    pub(crate) budget: Option<std::sync::Arc<crate::budget::Limiter>>,
+    /// Its retry budget, if it retries.
+    pub(crate) retry: Option<std::sync::Arc<crate::budget::RetryState>>,
     /// Recovery probes run, by outcome (`provider::probe`).
     pub(crate) probes: super::probe::ProbeCounts,
 }
@@ -170,6 +174,13 @@ impl Shared {
             taken_successes: AtomicU64::new(0),
             latency_wanted: AtomicBool::new(false),
             headroom: crate::headroom::HeadroomCell::new(),
+            budget: config
+                .budget
+                .as_ref()
+                .map(|b| std::sync::Arc::new(crate::budget::Limiter::new(b, now))),
+            retry: config
+                .retry
+                .map(|r| std::sync::Arc::new(crate::budget::RetryState::new(r, seed, now))),
             probes: super::probe::ProbeCounts::default(),
             #[cfg(feature = "testing")]
             poison_reports: AtomicBool::new(false),
@@ -185,7 +196,14 @@ impl Shared {
         now: Instant,
         previous: &Shared,
     ) -> Result<Self, ConfigError> {
-        let shared = Shared::new(config, seed, now)?;
+        let mut shared = Shared::new(config, seed, now)?;
+        // An unchanged budget or retry setting keeps what it has counted.
+        if shared.config.budget == previous.config.budget {
+            shared.budget.clone_from(&previous.budget);
+        }
+        if shared.config.retry == previous.config.retry {
+            shared.retry.clone_from(&previous.retry);
+        }
         {
             let old = previous.core();
             let mut core = shared.core();

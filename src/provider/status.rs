@@ -1,5 +1,6 @@
 //! [`ProviderStatus`]: a snapshot of one provider.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -118,6 +119,14 @@ pub struct ProviderStatus {
     /// ([`HeadroomCell::current`](crate::headroom::HeadroomCell::current)). `None` when
     /// nothing was recorded or every quota has reset since.
     pub headroom: Option<crate::headroom::Headroom>,
+    /// The provider's request and token budget, if it has one
+    /// ([`Provider::budget`](crate::Provider::budget)).
+    pub budget: Option<crate::budget::BudgetStatus>,
+    /// Retries made on this provider under its own [`Retry`](crate::Retry) (a route's own
+    /// `Retry` counts apart).
+    pub retries: u64,
+    /// Retries its retry budget refused.
+    pub retry_budget_exhausted: u64,
     /// Recovery probes run (`Provider::probe`), counted apart from calls: in no other count.
     /// Each finished probe is in exactly one of `probe_successes`, `probe_failures` and
     /// `probe_timeouts`.
@@ -187,6 +196,12 @@ impl ProviderStatus {
             last_failure: s.last_failure,
             actor_messages: core.decisions,
             headroom: shared.headroom.current(now),
+            budget: shared.budget.as_ref().map(|b| b.status()),
+            retries: shared.retry.as_ref().map_or(0, |r| r.retries.load(Relaxed)),
+            retry_budget_exhausted: shared
+                .retry
+                .as_ref()
+                .map_or(0, |r| r.exhausted.load(Relaxed)),
             probes: probe_ok + probe_failed + probe_timed_out,
             probe_successes: probe_ok,
             probe_failures: probe_failed,

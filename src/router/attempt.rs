@@ -28,6 +28,15 @@ pub enum AttemptOutcome {
     SkippedIsolated,
     /// Not called: every bulkhead slot was taken.
     SkippedSaturated,
+    /// Not called: its request or token budget had no room (not counted against it).
+    SkippedBudget {
+        /// When its budget has room for the call again.
+        #[serde(
+            rename = "retry_after_seconds",
+            serialize_with = "crate::events::ser::secs"
+        )]
+        retry_after: Duration,
+    },
     /// Called; the provider's error had this verdict (a failure, rate limit or isolating
     /// error moves on to the next provider; an ignored one ends the routed call).
     Failed(#[serde(serialize_with = "crate::events::ser::verdict")] Verdict),
@@ -41,12 +50,13 @@ pub enum AttemptOutcome {
 
 impl AttemptOutcome {
     /// A stable snake-case name: `succeeded`, `failed`, `timed_out`, `deadline_exceeded`,
-    /// `skipped_open`, `skipped_isolated`, `skipped_saturated`.
+    /// `skipped_open`, `skipped_isolated`, `skipped_saturated`, `skipped_budget`.
     pub fn label(&self) -> &'static str {
         match self {
             AttemptOutcome::SkippedOpen { .. } => "skipped_open",
             AttemptOutcome::SkippedIsolated => "skipped_isolated",
             AttemptOutcome::SkippedSaturated => "skipped_saturated",
+            AttemptOutcome::SkippedBudget { .. } => "skipped_budget",
             AttemptOutcome::Failed(_) => "failed",
             AttemptOutcome::TimedOut(_) => "timed_out",
             AttemptOutcome::DeadlineExceeded => "deadline_exceeded",
@@ -61,6 +71,7 @@ impl AttemptOutcome {
             AttemptOutcome::SkippedOpen { .. }
                 | AttemptOutcome::SkippedIsolated
                 | AttemptOutcome::SkippedSaturated
+                | AttemptOutcome::SkippedBudget { .. }
         )
     }
 }

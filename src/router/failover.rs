@@ -12,6 +12,7 @@ use smallvec::SmallVec;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::retry;
 use super::table::{AttemptResult, RouteView};
 use super::{Attempt, AttemptOutcome, Attempts, Routed};
 use crate::attempt::{self, Ended};
@@ -32,6 +33,58 @@ pub(crate) trait Attempter<T, E> {
         admitted: Admitted<&ProviderHandle>,
         deadline: Option<Instant>,
     ) -> Ended<T, E>;
+
+    /// The class of an error (for the fallbacks by class: see `router::retry`).
+    fn class(&self, error: &E) -> crate::ErrorClass {
+        let _ = error;
+        crate::ErrorClass::Other
+    }
+
+    /// The provider's back-off hint in an error, for a retry.
+    fn hint(&self, error: &E) -> Option<Duration> {
+        let _ = error;
+        None
+    }
+
+    /// The tokens each attempt reserves from a member's budget (`None`: its default).
+    fn estimate(&self) -> Option<u64> {
+        None
+    }
+
+    /// The tokens a served attempt used, to settle its reservation.
+    fn used(&self, value: &T) -> Option<u64> {
+        let _ = value;
+        None
+    }
+}
+
+/// A routed call that goes on over another route (a content-policy fallback) with the same
+/// attempter.
+impl<T, E, A: Attempter<T, E>> Attempter<T, E> for &mut A {
+    async fn attempt(
+        &mut self,
+        handle: &ProviderHandle,
+        admitted: Admitted<&ProviderHandle>,
+        deadline: Option<Instant>,
+    ) -> Ended<T, E> {
+        (**self).attempt(handle, admitted, deadline).await
+    }
+
+    fn class(&self, error: &E) -> crate::ErrorClass {
+        (**self).class(error)
+    }
+
+    fn hint(&self, error: &E) -> Option<Duration> {
+        (**self).hint(error)
+    }
+
+    fn estimate(&self) -> Option<u64> {
+        (**self).estimate()
+    }
+
+    fn used(&self, value: &T) -> Option<u64> {
+        (**self).used(value)
+    }
 }
 
 /// A routed call: `op` is called with each provider's id.
@@ -103,6 +156,7 @@ fn result_of(outcome: &AttemptOutcome) -> AttemptResult {
         AttemptOutcome::SkippedOpen { .. } => AttemptResult::SkippedOpen,
         AttemptOutcome::SkippedIsolated => AttemptResult::SkippedIsolated,
         AttemptOutcome::SkippedSaturated => AttemptResult::SkippedSaturated,
+        AttemptOutcome::SkippedBudget { .. } => AttemptResult::SkippedBudget,
     }
 }
 
@@ -132,6 +186,8 @@ where
     let mut first: Option<usize> = None;
     let mut last: Option<CallError<E>> = None;
     let mut waited = Duration::ZERO;
+    // After a context-window error: the window it did not fit, and the error.
+    let mut too_long: Option<(u64, E)> = None;
     loop {
         let mut earliest: Option<Duration> = None;
         // The first saturated member with a queue: where the call waits if nothing else can
@@ -146,6 +202,12 @@ where
             let handle = &member.handle;
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(deadline_exceeded(attempts));
+            }
+            if let Some((window, _)) = &too_long {
+                // Only a larger context window can serve what did not fit.
+                if retry::max_context(handle).is_none_or(|m| m <= *window) {
+                    continue;
+                }
             }
             first.get_or_insert(index);
             let skip = |attempts: &mut Attempts, outcome: AttemptOutcome| {
@@ -189,11 +251,21 @@ where
                     });
                 }
             };
+            let reserved = match retry::reserve(handle, attempter.estimate()) {
+                Ok(reserved) => reserved,
+                Err(over) => {
+                    admitted.withdraw();
+                    let retry_after = over.retry_after;
+                    earliest = Some(earliest.map_or(retry_after, |e| e.min(retry_after)));
+                    skip(&mut attempts, AttemptOutcome::SkippedBudget { retry_after });
+                    continue;
+                }
+            };
             called = true;
             match attempt(
                 view,
                 index,
-                admitted,
+                (admitted, reserved),
                 deadline,
                 &mut attempter,
                 &mut attempts,
@@ -204,8 +276,19 @@ where
                     return Ok(served(view, first, index, value, attempts));
                 }
                 Step::Next(error) => last = Some(error),
+                Step::TooLong(error) => {
+                    let window = retry::max_context(handle).unwrap_or(0);
+                    too_long = Some((window, error));
+                }
                 step => return step.end(view, attempts),
             }
+        }
+        if let Some((_, error)) = too_long {
+            // No larger window served it: the caller's request does not fit.
+            return Err(RouteError::NotRetryable {
+                error,
+                attempts: attempts.into_vec(),
+            });
         }
         if !called && retiring == view.members.len() && retiring > 0 {
             return Err(RouteError::ShuttingDown {
@@ -231,10 +314,20 @@ where
                 match queued {
                     None => return Err(deadline_exceeded(attempts)),
                     Some(Ok(admitted)) => {
+                        let reserved = match retry::reserve(&member.handle, attempter.estimate()) {
+                            Ok(reserved) => reserved,
+                            Err(over) => {
+                                admitted.withdraw();
+                                return Err(RouteError::AllUnavailable {
+                                    retry_after: Some(over.retry_after),
+                                    attempts: attempts.into_vec(),
+                                });
+                            }
+                        };
                         match attempt(
                             view,
                             index,
-                            admitted,
+                            (admitted, reserved),
                             deadline,
                             &mut attempter,
                             &mut attempts,
@@ -287,6 +380,8 @@ enum Step<T, E> {
     Next(CallError<E>),
     /// The caller's fault: the routed call ends with it.
     NotRetryable(E),
+    /// The request did not fit the provider's context window: go on with larger ones.
+    TooLong(E),
     /// The route's deadline passed during the attempt.
     Deadline,
 }
@@ -299,7 +394,9 @@ impl<T, E> Step<T, E> {
     {
         let attempts = attempts.into_vec();
         Err(match self {
-            Step::NotRetryable(error) => RouteError::NotRetryable { error, attempts },
+            Step::NotRetryable(error) | Step::TooLong(error) => {
+                RouteError::NotRetryable { error, attempts }
+            }
             Step::Next(last) => RouteError::Exhausted { last, attempts },
             Step::Deadline | Step::Served(_) => RouteError::DeadlineExceeded {
                 deadline: view.config.deadline.unwrap_or_default(),
@@ -310,10 +407,13 @@ impl<T, E> Step<T, E> {
 }
 
 /// One attempt at an admitted member, recorded in the trace and the route's counters.
-async fn attempt<T, E, A>(
-    view: &RouteView,
+async fn attempt<'h, T, E, A>(
+    view: &'h RouteView,
     index: usize,
-    admitted: Admitted<&ProviderHandle>,
+    admission: (
+        Admitted<&'h ProviderHandle>,
+        Option<crate::budget::Reservation<'h>>,
+    ),
     deadline: Option<Instant>,
     attempter: &mut A,
     attempts: &mut Attempts,
@@ -324,49 +424,83 @@ where
     let member = &view.members[index];
     let handle = &member.handle;
     let provider = handle.id();
-    let t0 = Instant::now();
-    let span = tracing::debug_span!("fusebox.attempt", provider = %provider);
-    let ended = if span.is_disabled() {
-        attempter.attempt(handle, admitted, deadline).await
-    } else {
-        attempter
-            .attempt(handle, admitted, deadline)
-            .instrument(span)
-            .await
-    };
-    let mut record = |outcome: AttemptOutcome| {
-        member.counters.add(result_of(&outcome));
-        attempts.push(Attempt {
-            provider: provider.clone(),
-            outcome,
-            elapsed: t0.elapsed(),
-        });
-    };
-    match ended {
-        Ended::Served(value) => {
-            record(AttemptOutcome::Succeeded);
-            Step::Served(value)
-        }
-        Ended::Failed(verdict, error) => {
-            record(AttemptOutcome::Failed(verdict));
-            if verdict.is_failure() {
-                Step::Next(CallError::Inner(error))
-            } else {
-                // The caller's fault (or not the provider's): another provider would refuse
-                // the same request.
-                Step::NotRetryable(error)
-            }
-        }
-        Ended::TimedOut(after) => {
-            record(AttemptOutcome::TimedOut(after));
-            Step::Next(CallError::Timeout {
+    retry::deposit(view, handle);
+    let (mut admitted, mut reserved) = admission;
+    let mut tries = 1;
+    loop {
+        let t0 = Instant::now();
+        let span = tracing::debug_span!("fusebox.attempt", provider = %provider);
+        let ended = if span.is_disabled() {
+            attempter.attempt(handle, admitted, deadline).await
+        } else {
+            attempter
+                .attempt(handle, admitted, deadline)
+                .instrument(span)
+                .await
+        };
+        let mut record = |outcome: AttemptOutcome| {
+            member.counters.add(result_of(&outcome));
+            attempts.push(Attempt {
                 provider: provider.clone(),
-                after,
-            })
-        }
-        Ended::Deadline => {
-            record(AttemptOutcome::DeadlineExceeded);
-            Step::Deadline
+                outcome,
+                elapsed: t0.elapsed(),
+            });
+        };
+        let (verdict, hint) = match &ended {
+            Ended::Failed(verdict, error) => (*verdict, attempter.hint(error)),
+            _ => (Verdict::Failure, None),
+        };
+        let failed = match ended {
+            Ended::Served(value) => {
+                record(AttemptOutcome::Succeeded);
+                if let (Some(reserved), Some(used)) = (reserved, attempter.used(&value)) {
+                    reserved.settle(used);
+                }
+                return Step::Served(value);
+            }
+            Ended::Failed(verdict, error) => {
+                record(AttemptOutcome::Failed(verdict));
+                if !verdict.is_failure() {
+                    // The caller's fault (or not the provider's): another provider would refuse
+                    // the same request, unless it has a larger context window (or the route
+                    // sends content-policy refusals elsewhere).
+                    return match attempter.class(&error) {
+                        crate::ErrorClass::ContextWindow => Step::TooLong(error),
+                        _ => Step::NotRetryable(error),
+                    };
+                }
+                CallError::Inner(error)
+            }
+            Ended::TimedOut(after) => {
+                record(AttemptOutcome::TimedOut(after));
+                CallError::Timeout {
+                    provider: provider.clone(),
+                    after,
+                }
+            }
+            Ended::Deadline => {
+                record(AttemptOutcome::DeadlineExceeded);
+                return Step::Deadline;
+            }
+        };
+        // A failed attempt's reservation stands: it reported no usage.
+        match retry::again(
+            view,
+            handle,
+            tries,
+            verdict,
+            hint,
+            attempter.estimate(),
+            deadline,
+        )
+        .await
+        {
+            Some((readmitted, rereserved)) => {
+                tries += 1;
+                admitted = readmitted;
+                reserved = rereserved;
+            }
+            None => return Step::Next(failed),
         }
     }
 }

@@ -41,6 +41,7 @@
 mod actor;
 mod attempt;
 mod failover;
+mod retry;
 mod ramp;
 mod status;
 mod table;
@@ -57,6 +58,7 @@ pub use actor::{
 };
 pub use attempt::{Attempt, AttemptOutcome, Attempts, Routed};
 pub(crate) use failover::{run, Attempter, Calls};
+pub(crate) use retry::{on_content_policy, Classified, MeteredCalls};
 pub use ramp::SLOW_START_FLOOR_PERCENT;
 pub use status::{RouteMember, RouteStatus, RouterStatus};
 pub use table::Reason;

@@ -68,6 +68,8 @@ pub(crate) struct RouteCounters {
     fallbacks: Mutex<HashMap<(ProviderId, ProviderId), Arc<AtomicU64>>>,
     /// How many times the router changed this route's order.
     pub(crate) order_changes: AtomicU64,
+    /// The route's own retry budget, if it sets a `Retry` (see `router::retry`).
+    pub(crate) retry: Mutex<Option<Arc<crate::budget::RetryState>>>,
 }
 
 /// How a routed attempt ended, for the route metrics.
@@ -192,6 +194,8 @@ pub(crate) struct RouteView {
     pub(crate) counters: Arc<RouteCounters>,
     /// How many orders the router has published for this route.
     pub(crate) version: u64,
+    /// The route's retry budget, if it sets a `Retry`.
+    pub(crate) retry: Option<Arc<crate::budget::RetryState>>,
 }
 
 impl RouteView {
@@ -221,7 +225,9 @@ impl RouteView {
                 fallbacks.push(counters.fallback(first.handle.id(), served.handle.id()));
             }
         }
+        let retry = counters.retry_state(&config.name, config.retry);
         RouteView {
+            retry,
             config,
             members,
             preferred,

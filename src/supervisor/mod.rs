@@ -214,9 +214,25 @@ impl Supervisor {
         let mut timers = HashMap::new();
         let mut handles = Vec::with_capacity(config.providers.len());
         for provider in &config.providers {
-            let (handle, timer) = spawner.spawn(provider.clone(), None).await?;
-            timers.insert(registry::timer_of(&handle), timer);
-            handles.push(handle);
+            match spawner.spawn(provider.clone(), None).await {
+                Ok((handle, timer)) => {
+                    timers.insert(registry::timer_of(&handle), timer);
+                    handles.push(handle);
+                }
+                Err(error) => {
+                    // Nothing started so far outlives the failed build.
+                    for timer in timers.values() {
+                        timer.abort();
+                    }
+                    for handle in &handles {
+                        handle.actor.kill();
+                    }
+                    router.kill();
+                    root.kill();
+                    router_root.kill();
+                    return Err(error);
+                }
+            }
         }
         timers.insert(
             Timer::Resampler,
@@ -355,8 +371,17 @@ impl Supervisor {
     ///
     /// Open, isolated and saturated providers are skipped without a call. A failure, rate
     /// limit, isolating error or call timeout moves on to the next provider at once; an
-    /// error that is the caller's fault ([`Verdict::Ignored`]) returns at once. The route's
-    /// deadline bounds the whole call.
+    /// error that is the caller's fault ([`Verdict::Ignored`]) returns at once, except a
+    /// context-window error ([`ErrorClass::ContextWindow`](crate::ErrorClass)), which goes
+    /// on to the next provider with a larger [`max_context`](crate::Provider::max_context),
+    /// and a content-policy refusal, which goes on over the route's
+    /// [`on_content_policy`](crate::Route::on_content_policy) route if it has one (neither
+    /// counts against the provider). A provider over its [`Budget`](crate::Budget) is
+    /// skipped; a [`Retry`](crate::Retry) on the route or the provider retries failures on
+    /// the same provider before failing over. The route's deadline bounds the whole call.
+    ///
+    /// Error classes and back-off hints come from [`Classify`]: [`route_with`](Self::route_with)
+    /// (a closure verdict) fails over by verdict only, and retries without hints.
     ///
     /// # Errors
     ///
@@ -372,7 +397,91 @@ impl Supervisor {
         F: FnMut(ProviderId) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.route_with(route, E::verdict, op).await
+        let calls = router::Calls {
+            classify: E::verdict,
+            op,
+        };
+        self.run_route(route, router::Classified(calls)).await
+    }
+
+    /// Like [`route`](Self::route), for a call that declares the tokens it expects to use
+    /// (`estimate`, reserved from each provider's token [`Budget`](crate::Budget) before
+    /// calling it) and reports what it used ([`Metered`](crate::Metered)), which settles the
+    /// reservation. Without budgets, the same as `route`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`route`](Self::route).
+    pub async fn route_metered<T, E, F, Fut>(
+        &self,
+        route: &str,
+        estimate: u64,
+        op: F,
+    ) -> Result<Routed<T>, RouteError<E>>
+    where
+        E: Classify,
+        F: FnMut(ProviderId) -> Fut,
+        Fut: Future<Output = Result<crate::Metered<T>, E>>,
+    {
+        let calls = router::MeteredCalls {
+            calls: router::Calls {
+                classify: E::verdict,
+                op,
+            },
+            estimate,
+        };
+        let routed = self.run_route(route, router::Classified(calls)).await?;
+        Ok(Routed {
+            value: routed.value.value,
+            provider: routed.provider,
+            attempts: routed.attempts,
+        })
+    }
+
+    /// Like [`call`](Self::call), declaring the tokens the call expects to use and
+    /// reporting what it used: see [`ProviderHandle::call_metered`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`call`](Self::call), and [`CallError::OverBudget`].
+    pub async fn call_metered<T, E, F, Fut>(
+        &self,
+        provider: &str,
+        estimate: u64,
+        op: F,
+    ) -> Result<T, CallError<E>>
+    where
+        E: Classify,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<crate::Metered<T>, E>>,
+    {
+        let Some(handle) = self.provider(provider) else {
+            return Err(CallError::UnknownProvider(provider.to_owned()));
+        };
+        handle.call_metered(estimate, op).await
+    }
+
+    /// Like [`call`](Self::call), retried on the same provider as its
+    /// [`Provider::retry`](crate::Provider::retry) says: see
+    /// [`ProviderHandle::call_retrying`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`call`](Self::call).
+    pub async fn call_retrying<T, E, F, Fut>(
+        &self,
+        provider: &str,
+        op: F,
+    ) -> Result<T, CallError<E>>
+    where
+        E: Classify,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let Some(handle) = self.provider(provider) else {
+            return Err(CallError::UnknownProvider(provider.to_owned()));
+        };
+        handle.call_retrying(op).await
     }
 
     /// Like [`route`](Self::route), with a closure classifying errors.
@@ -487,7 +596,7 @@ impl Supervisor {
     async fn run_route<T, E, A>(
         &self,
         route: &str,
-        attempter: A,
+        mut attempter: A,
     ) -> Result<Routed<T>, RouteError<E>>
     where
         A: router::Attempter<T, E>,
@@ -496,10 +605,30 @@ impl Supervisor {
             return Err(RouteError::UnknownRoute(route.to_owned()));
         };
         let span = tracing::debug_span!("fusebox.route", route);
-        if span.is_disabled() {
-            return router::run(&view, attempter).await;
+        let routed = if span.is_disabled() {
+            router::run(&view, &mut attempter).await
+        } else {
+            router::run(&view, &mut attempter).instrument(span).await
+        };
+        match routed {
+            Err(RouteError::NotRetryable { error, attempts })
+                if view.config.on_content_policy.is_some()
+                    && attempter.class(&error) == crate::ErrorClass::ContentPolicy =>
+            {
+                let fallback = view
+                    .config
+                    .on_content_policy
+                    .as_deref()
+                    .and_then(|name| self.table().routes.get(name).cloned());
+                match fallback {
+                    Some(fallback) => {
+                        router::on_content_policy(&fallback, attempter, attempts).await
+                    }
+                    None => Err(RouteError::NotRetryable { error, attempts }),
+                }
+            }
+            routed => routed,
         }
-        router::run(&view, attempter).instrument(span).await
     }
 
     /// A receiver of every event from now on. See [`crate::events`] for what a receiver that

@@ -119,9 +119,11 @@ where
                 }
                 StateProj::Calling { future } => match future.poll(cx) {
                     Poll::Ready(Ok(response)) if is_success(response.status()) => {
+                        record_headroom(this.guard.as_ref(), response.headers());
                         (Verdict::Success, Ok(response.map(ResponseBody::plain)))
                     }
                     Poll::Ready(Ok(response)) => {
+                        record_headroom(this.guard.as_ref(), response.headers());
                         let (parts, body) = response.into_parts();
                         let reading = Box::new(Reading {
                             parts: Some(parts),
@@ -171,6 +173,13 @@ where
                 output: Some(output),
             });
         }
+    }
+}
+
+/// Every response's rate-limit headers, success or error, feed the provider's headroom.
+fn record_headroom(guard: Option<&Guard>, headers: &http::HeaderMap) {
+    if let Some(guard) = guard {
+        crate::http::record_headroom(guard.admitted.handle(), headers);
     }
 }
 

@@ -14,6 +14,9 @@
 //!   JSON error body, of which at most [`MAX_ERROR_BODY`](crate::http::MAX_ERROR_BODY) bytes
 //!   are read. A 429's hint opens the circuit for at least that long, and the next request's
 //!   [`CallError::Open`](crate::CallError::Open) carries it as `retry_after`.
+//! - **Headroom.** Every response's rate-limit headers (OpenAI's and Anthropic's), success
+//!   or error, are recorded as the provider's headroom
+//!   ([`record_headroom`](crate::http::record_headroom)), which routes and `status()` read.
 //! - **Transparent responses.** Error responses come back as `Ok`, status, headers and body
 //!   intact: the [`ResponseBody`] replays the bytes read to classify them before the rest.
 //! - **Errors.** The inner service's errors come back unchanged (boxed) and count by their
