@@ -227,7 +227,7 @@ mod tests {
                 std::thread::spawn(move || (0..2500).filter(|_| ramp.admit()).count())
             })
             .collect();
-        let admitted: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        let admitted: usize = threads.into_iter().map(|t| t.join().expect("thread")).sum();
         assert_eq!(admitted, 1000, "10 % of 10,000 calls from four threads");
     }
 
