@@ -41,8 +41,8 @@
 mod actor;
 mod attempt;
 mod failover;
-mod retry;
 mod ramp;
+mod retry;
 mod status;
 mod table;
 
@@ -58,8 +58,8 @@ pub use actor::{
 };
 pub use attempt::{Attempt, AttemptOutcome, Attempts, Routed};
 pub(crate) use failover::{run, Attempter, Calls};
-pub(crate) use retry::{on_content_policy, Classified, MeteredCalls};
 pub use ramp::SLOW_START_FLOOR_PERCENT;
+pub(crate) use retry::{on_content_policy, Classified, MeteredCalls};
 pub use status::{RouteMember, RouteStatus, RouterStatus};
 pub use table::Reason;
 pub(crate) use table::{AttemptResult, RouteCounters, Table};
