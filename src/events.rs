@@ -53,6 +53,8 @@
 //! has one; an opened circuit adds `failures` and `retry_after_seconds`; a close adds
 //! `out_for_seconds`; adapted thresholds add `tier`, `request_rate`, `failure_threshold` and
 //! `open_for_seconds`. Durations are fractional seconds. `message` is the event's `Display`.
+//! A change another replica of a fleet decided (`fusebox::fleet`, feature `redis`) adds
+//! `"origin": "remote"` (see [`Origin`]), and its `message` ends with `(from the fleet)`.
 //!
 //! # Lag
 //!
@@ -102,6 +104,41 @@ pub struct Event {
     /// moment its circuit left closed (its first open, or an isolation) to this close, the
     /// half-open trials and re-opens in between included. `None` for every other kind.
     pub out_for: Option<Duration>,
+    /// Whether this replica decided the change ([`Origin::Local`]) or applied one another
+    /// replica of its fleet decided ([`Origin::Remote`], `fusebox::fleet`, feature `redis`).
+    pub origin: Origin,
+}
+
+/// Where a change was decided.
+///
+/// Without a fleet every change is [`Local`](Origin::Local). With one, a replica applies the
+/// changes other replicas publish through its own provider actor, and the events it emits
+/// for them are [`Remote`](Origin::Remote): their `Display` ends with `(from the fleet)`,
+/// and their JSON carries `"origin": "remote"` (local events carry no `origin` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Origin {
+    /// Decided by this replica.
+    #[default]
+    Local,
+    /// Decided by another replica of the fleet and applied here.
+    Remote,
+}
+
+impl Origin {
+    /// `local` or `remote`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Local => "local",
+            Origin::Remote => "remote",
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Event {
@@ -121,7 +158,13 @@ impl Event {
             generation,
             cause,
             out_for: None,
+            origin: Origin::Local,
         }
+    }
+
+    /// Whether another replica of the fleet decided this change.
+    pub fn is_remote(&self) -> bool {
+        self.origin == Origin::Remote
     }
 
     /// The stable name alerting rules match on, such as `llm.circuit_opened`.
@@ -143,6 +186,16 @@ impl Event {
 /// ```
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_local(f)?;
+        if self.origin == Origin::Remote {
+            f.write_str(" (from the fleet)")?;
+        }
+        Ok(())
+    }
+}
+
+impl Event {
+    fn fmt_local(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: ", self.provider)?;
         match (&self.kind, self.cause) {
             (EventKind::CircuitClosed, cause) => {
@@ -170,7 +223,7 @@ impl fmt::Display for Event {
             (EventKind::CircuitIsolated, Some(other)) => {
                 write!(f, "circuit isolated ({other}), until an operator resets it")
             }
-            (kind, _) => kind.fmt(f),
+            (kind, _) => fmt::Display::fmt(kind, f),
         }
     }
 }
@@ -389,6 +442,9 @@ impl Serialize for Event {
         }
         if let Some(out_for) = self.out_for {
             map.serialize_entry("out_for_seconds", &out_for.as_secs_f64())?;
+        }
+        if self.origin != Origin::Local {
+            map.serialize_entry("origin", self.origin.as_str())?;
         }
         map.serialize_entry("message", &self.to_string())?;
         map.end()

@@ -102,6 +102,8 @@
 //! - [`router`]: routes, their policies, the router's published order, and the trace of a
 //!   routed call.
 //! - [`stream`]: guarded streamed calls (first-chunk and stall deadlines).
+//! - `fleet` (feature `redis`): replicas share circuit state changes over Redis, one
+//!   half-open trial for the whole fleet.
 //! - `http` (feature `reqwest`): classification of reqwest errors and LLM error bodies,
 //!   `send()`, SSE decoding, headroom headers; with feature `reqwest-middleware`, a
 //!   reqwest-middleware `Middleware`.
@@ -129,6 +131,9 @@ pub mod classify;
 pub mod config;
 mod error;
 pub mod events;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod fleet;
 pub mod headroom;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
@@ -159,7 +164,7 @@ pub use config::{
     Adaptive, AllOpen, Breaker, Bulkhead, Config, Policy, Probe, Provider, Route, Tier, Window,
 };
 pub use error::{CallError, ConfigError, RouteError, Scope};
-pub use events::{Event, EventKind};
+pub use events::{Event, EventKind, Origin};
 pub use id::ProviderId;
 pub use provider::{ProviderHandle, ProviderStatus};
 pub use router::{

@@ -21,6 +21,8 @@
 //! | `fusebox_stream_duration_seconds` | histogram | `provider`, `api`, `outcome` | decoded SSE streams: time to their end (`success`) or error (`error`) |
 //! | `fusebox_route_order_changes_total` | counter | `route` | changes of the route's order by the router actor |
 //! | `fusebox_probes_total` | counter | `provider`, `outcome` | recovery probes (`Provider::probe`), counted apart from calls: `success`, `failure`, `timeout` |
+//! | `fusebox_fleet_connected` | gauge | | the fleet link reaches Redis: 1, or 0 while replicas decide alone (feature `redis`) |
+//! | `fusebox_fleet_changes_total` | counter | `direction` | circuit changes shared through the fleet: `sent` (written by this replica), `applied` (another replica's, applied here) |
 //!
 //! The call counters and gauges, and the route attempt and fallback counters, are published
 //! from counters the providers and routes keep, so the call path never touches a metric: every `metrics_interval` (see
@@ -75,8 +77,13 @@ pub const STREAM_DURATION: &str = "fusebox_stream_duration_seconds";
 /// Recovery probes, by `provider` and `outcome`.
 pub const PROBES: &str = "fusebox_probes_total";
 
+/// Whether the fleet link reaches Redis (feature `redis`): 1 or 0.
+pub const FLEET_CONNECTED: &str = "fusebox_fleet_connected";
+/// Circuit state changes shared through the fleet (feature `redis`), by `direction`.
+pub const FLEET_CHANGES: &str = "fusebox_fleet_changes_total";
+
 /// Every metric name fusebox emits.
-pub const ALL: [&str; 18] = [
+pub const ALL: [&str; 20] = [
     PROBES,
     CALLS,
     REJECTIONS,
@@ -95,11 +102,21 @@ pub const ALL: [&str; 18] = [
     HEADROOM_RATIO,
     STREAM_FIRST_TOKEN,
     STREAM_DURATION,
+    FLEET_CONNECTED,
+    FLEET_CHANGES,
 ];
 
 /// Registers a description and unit for every metric with the installed recorder. Called
 /// when a supervisor is built.
 pub fn describe() {
+    describe_gauge!(
+        FLEET_CONNECTED,
+        "Whether the fleet link reaches Redis (1), or the replica decides alone (0)."
+    );
+    describe_counter!(
+        FLEET_CHANGES,
+        "Circuit state changes shared through the fleet, by direction (sent, applied)."
+    );
     describe_gauge!(
         HEADROOM_RATIO,
         "What is left of the provider's tightest rate-limit quota (0 to 1; 1 when unknown)."
@@ -217,6 +234,18 @@ pub(crate) fn publish(s: &ProviderStatus) {
     if let Some(threshold) = s.failure_threshold {
         gauge!(FAILURE_THRESHOLD, "provider" => p).set(f64::from(threshold));
     }
+}
+
+/// Sets the fleet link gauge.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn fleet_connected(up: bool) {
+    gauge!(FLEET_CONNECTED).set(if up { 1.0 } else { 0.0 });
+}
+
+/// Counts one change shared through the fleet: `sent` or `applied`.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn fleet_change(direction: &'static str) {
+    counter!(FLEET_CHANGES, "direction" => direction).increment(1);
 }
 
 /// Records a transition as it happens.

@@ -88,6 +88,7 @@ fn full() -> Config {
             .when_all_open(AllOpen::FailFast)],
         event_capacity: 1024,
         unhealthy_ratio: 0.5,
+        ..Config::default()
     }
 }
 
@@ -165,6 +166,7 @@ fn round_trips() {
         ],
         event_capacity: 7,
         unhealthy_ratio: 0.1 + 0.2,
+        ..Config::default()
     });
 }
 
@@ -827,6 +829,7 @@ mod generated {
                         routes,
                         event_capacity,
                         unhealthy_ratio,
+                        ..Config::default()
                     }
                 },
             )

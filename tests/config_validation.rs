@@ -224,6 +224,8 @@ fn defaults_and_boundaries_are_accepted() {
         ],
         event_capacity: 1,
         unhealthy_ratio: 1.0,
+        // Config grew a `fleet` field with the `redis` feature.
+        ..Config::default()
     };
     ok.validate().unwrap();
 }

@@ -237,3 +237,71 @@ fn half_open_rejections_with_every_slot_taken_send_no_message() {
         assert_eq!(trial.await.expect("task").expect("trial"), 1);
     });
 }
+
+#[cfg(feature = "redis")]
+#[path = "support/redis.rs"]
+mod redis_server;
+
+/// With a fleet linked to a real `redis-server`, the healthy path is the same: no
+/// allocation, no message to the actor, nothing handed to the fleet link (which only hears
+/// of transitions).
+#[cfg(feature = "redis")]
+#[test]
+fn healthy_calls_with_a_fleet_allocate_nothing_and_touch_no_network() {
+    let Some(redis) = redis_server::RedisServer::start("hot_path with a fleet") else {
+        return;
+    };
+    // Real time: the link connects over loopback while the supervisor is built.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let fuse = rt
+        .block_on(
+            Supervisor::builder()
+                .provider(Provider::new("plain"))
+                .provider(Provider::new("bulkheaded").bulkhead(Bulkhead::new(8)))
+                .fleet(fusebox::fleet::Fleet::redis(redis.url()).namespace("hot"))
+                .build(),
+        )
+        .expect("config");
+    assert!(fuse.fleet_status().expect("a fleet").connected);
+    rt.block_on(settle());
+    let before: Vec<u64> = ["plain", "bulkheaded"]
+        .iter()
+        .map(|p| messages(&fuse, p))
+        .collect();
+    {
+        let _entered = rt.enter();
+        for name in ["plain", "bulkheaded"] {
+            let handle = fuse.provider(name).expect("provider");
+            let call = || {
+                let r: Result<u64, CallError<Verdict>> = ready(handle.call(|| async { Ok(1) }));
+                assert_eq!(r.expect("healthy"), 1);
+            };
+            call();
+            let counted = allocation_counter::measure(|| {
+                for _ in 0..CALLS {
+                    call();
+                }
+            });
+            assert_eq!(
+                counted.count_total, 0,
+                "{CALLS} healthy calls to `{name}` with a fleet allocated ({} bytes in all)",
+                counted.bytes_total,
+            );
+        }
+    }
+    rt.block_on(settle());
+    let after: Vec<u64> = ["plain", "bulkheaded"]
+        .iter()
+        .map(|p| messages(&fuse, p))
+        .collect();
+    assert_eq!(after, before, "healthy calls reached the provider actors");
+    let link = fuse.fleet_status().expect("a fleet");
+    assert_eq!(
+        (link.changes_sent, link.trials_leased, link.trials_deferred),
+        (0, 0, 0),
+        "healthy calls reached the fleet link"
+    );
+}

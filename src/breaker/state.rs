@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+mod remote;
+
 use super::backoff::Backoff;
 use super::time::{clamp, deadline_after};
 use super::window::{RateWindow, Sample};

@@ -93,6 +93,21 @@
 //! # Ok::<(), fusebox::ConfigError>(())
 //! ```
 //!
+//! With the `redis` feature, a `[fleet]` table makes the supervisor share its circuits'
+//! state changes with the other replicas of its fleet (`fusebox::fleet`); without it, a
+//! `[fleet]` table is an error naming the feature:
+//!
+//! ```toml
+//! [fleet]
+//! url = "redis://127.0.0.1:6379/"   # required; redis:// or redis+unix://, no TLS
+//! namespace = "prod"                # optional, "default"
+//! resync_every = "1s"               # optional: every record re-read this often
+//! trial_lease = "10s"               # optional: the longest a fleet-wide trial lease is held
+//! lease_wait = "100ms"              # optional: a trial waits this long for the lease
+//! connect_timeout = "1s"            # optional
+//! replica = "api-1"                 # optional; a random name by default
+//! ```
+//!
 //! # Errors
 //!
 //! Syntax errors are [`ConfigError::Toml`] with their line and column. Everything else is a
@@ -184,6 +199,18 @@ const TOP_KEYS: &[&str] = &[
     "defaults",
     "providers",
     "routes",
+    "fleet",
+];
+/// The keys of `[fleet]` (feature `redis`).
+#[cfg(feature = "redis")]
+const FLEET_KEYS: &[&str] = &[
+    "url",
+    "namespace",
+    "resync_every",
+    "trial_lease",
+    "lease_wait",
+    "connect_timeout",
+    "replica",
 ];
 const PROVIDER_KEYS: &[&str] = &[
     "name",
@@ -734,7 +761,64 @@ impl Converter<'_> {
                 config.routes.push(route);
             }
         }
+        if let Some(v) = root.get("fleet") {
+            self.scope = Scope::Supervisor;
+            self.fleet(v, &mut config)?;
+        }
         Ok(config)
+    }
+
+    /// The `[fleet]` table: `url` required, every other key optional.
+    #[cfg(feature = "redis")]
+    fn fleet(&mut self, v: &Item<'_>, config: &mut Config) -> Result<(), ConfigError> {
+        let table = self.table("fleet", v)?;
+        self.keys(table, "fleet.", FLEET_KEYS)?;
+        let Some(url) = table.get("url") else {
+            return Err(self.reject("fleet.url", v, "[fleet] needs a url (redis://host:port/)"));
+        };
+        let url = self.string("fleet.url", url)?.to_owned();
+        let mut fleet = super::Fleet::redis(url);
+        if let Some(url) = table.get("url") {
+            self.note("fleet.url", fleet.url(), url);
+            // Quoted in errors without its password.
+            if let Some(noted) = self.lines.fields.last_mut() {
+                noted.written = format!("\"{}\"", fleet.url());
+            }
+        }
+        if let Some(ns) = table.get("namespace") {
+            let name = self.string("fleet.namespace", ns)?.to_owned();
+            self.note("fleet.namespace", format!("{name:?}"), ns);
+            fleet = fleet.namespace(name);
+        }
+        if let Some(replica) = table.get("replica") {
+            let name = self.string("fleet.replica", replica)?.to_owned();
+            self.note("fleet.replica", format!("{name:?}"), replica);
+            fleet = fleet.replica(name);
+        }
+        if let Some(d) = self.duration("fleet.resync_every", table.get("resync_every"))? {
+            fleet = fleet.resync_every(d);
+        }
+        if let Some(d) = self.duration("fleet.trial_lease", table.get("trial_lease"))? {
+            fleet = fleet.trial_lease(d);
+        }
+        if let Some(d) = self.duration("fleet.lease_wait", table.get("lease_wait"))? {
+            fleet = fleet.lease_wait(d);
+        }
+        if let Some(d) = self.duration("fleet.connect_timeout", table.get("connect_timeout"))? {
+            fleet = fleet.connect_timeout(d);
+        }
+        config.fleet = Some(fleet);
+        Ok(())
+    }
+
+    /// Without the `redis` feature a `[fleet]` table cannot be honoured: refused, by name.
+    #[cfg(not(feature = "redis"))]
+    fn fleet(&mut self, v: &Item<'_>, _: &mut Config) -> Result<(), ConfigError> {
+        Err(self.reject(
+            "fleet",
+            v,
+            "[fleet] needs fusebox built with its `redis` feature",
+        ))
     }
 
     /// The name of a provider or route table: required, a string.
@@ -1200,6 +1284,22 @@ struct RawConfig {
     providers: Vec<RawProvider>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     routes: Vec<RawRoute>,
+    #[cfg(feature = "redis")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fleet: Option<RawFleet>,
+}
+
+#[cfg(feature = "redis")]
+#[derive(Serialize)]
+struct RawFleet {
+    url: String,
+    namespace: String,
+    resync_every: String,
+    trial_lease: String,
+    lease_wait: String,
+    connect_timeout: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replica: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -1336,6 +1436,17 @@ impl From<&Config> for RawConfig {
             unhealthy_ratio: c.unhealthy_ratio,
             providers: c.providers.iter().map(RawProvider::from).collect(),
             routes: c.routes.iter().map(RawRoute::from).collect(),
+            #[cfg(feature = "redis")]
+            fleet: c.fleet.as_ref().map(|f| RawFleet {
+                // Written whole: the rendered document must read back to an equal config.
+                url: f.url.clone(),
+                namespace: f.namespace.clone(),
+                resync_every: render(f.resync_every),
+                trial_lease: render(f.trial_lease),
+                lease_wait: render(f.lease_wait),
+                connect_timeout: render(f.connect_timeout),
+                replica: f.replica.clone(),
+            }),
         }
     }
 }

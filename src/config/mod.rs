@@ -9,6 +9,8 @@ mod breaker;
 mod bulkhead;
 pub mod file;
 mod probe;
+#[cfg(feature = "redis")]
+mod fleet;
 mod provider;
 mod route;
 
@@ -16,6 +18,9 @@ pub use adaptive::{Adaptive, Tier};
 pub use breaker::{Breaker, Window, DEFAULT_MAX_OPEN_FACTOR, MAX_WINDOW_CALLS};
 pub use bulkhead::Bulkhead;
 pub use probe::{Probe, FALSE_ALARM_BACKOFF};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use fleet::{Fleet, MAX_NAMESPACE_LEN, MAX_REPLICA_LEN};
 pub use provider::Provider;
 pub use route::{AllOpen, Policy, Route};
 
@@ -57,6 +62,12 @@ pub struct Config {
     ///
     /// Defaults to 0.5 (healthy while fewer than half the circuits are open).
     pub unhealthy_ratio: f64,
+    /// The fleet this supervisor shares circuit state with (feature `redis`), if any.
+    ///
+    /// Defaults to none: every decision is this process's alone.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fleet: Option<Fleet>,
 }
 
 impl Default for Config {
@@ -66,6 +77,8 @@ impl Default for Config {
             routes: Vec::new(),
             event_capacity: DEFAULT_EVENT_CAPACITY,
             unhealthy_ratio: 0.5,
+            #[cfg(feature = "redis")]
+            fleet: None,
         }
     }
 }
@@ -96,6 +109,10 @@ impl Config {
             if !names.insert(provider.name()) {
                 return Err(ConfigError::DuplicateProvider(provider.name().to_owned()));
             }
+        }
+        #[cfg(feature = "redis")]
+        if let Some(fleet) = &self.fleet {
+            fleet.validate()?;
         }
         let mut routes = HashSet::new();
         for route in &self.routes {

@@ -36,9 +36,10 @@ use tokio::sync::{broadcast, oneshot, watch};
 use tokio::time::Instant;
 
 use super::counters::Count;
+use super::fleet;
 use super::shared::{Closing, Core, Shared};
 use crate::breaker::{CircuitState, Outcome, Permit, Rejection, Transition};
-use crate::events::{self, Event, EventKind};
+use crate::events::{self, Event, EventKind, Origin};
 use crate::ProviderId;
 
 /// How many handler panics a provider actor survives within [`PANIC_WINDOW`]: one more
@@ -337,6 +338,15 @@ impl ProviderActor {
     where
         F: FnOnce(&mut Core, Instant) -> Option<Transition>,
     {
+        self.decide_as(Origin::Local, f)
+    }
+
+    /// [`decide`](Self::decide), for a change of `origin`: a local one is handed to the
+    /// fleet link, if there is one; a remote one (another replica's) is not sent back.
+    pub(super) fn decide_as<F>(&self, origin: Origin, f: F) -> Option<Transition>
+    where
+        F: FnOnce(&mut Core, Instant) -> Option<Transition>,
+    {
         let shared = &self.ctx.shared;
         let now = Instant::now();
         let mut core = shared.core();
@@ -344,7 +354,12 @@ impl ProviderActor {
         let epoch = core.breaker.epoch();
         shared.fold(&mut core, now);
 
+        let open_until = core.breaker.open_until();
         let transition = f(&mut core, now);
+        let shared_change = match (&shared.fleet, origin) {
+            (Some(_), Origin::Local) => fleet::change_of(&core.breaker, transition, open_until),
+            _ => None,
+        };
         let adapted = self.sample(&mut core, now);
         if core.breaker.epoch() != epoch {
             // Before the new epoch is published, so no success of it can be refused.
@@ -360,7 +375,9 @@ impl ProviderActor {
         if let Some(t) = &transition {
             crate::metrics::transition(&shared.id, t);
             log_transition(&shared.id, t);
-            self.emit(events::from_transition(&shared.id, t));
+            let mut event = events::from_transition(&shared.id, t);
+            event.origin = origin;
+            self.emit(event);
             if let Some(router) = &self.ctx.router {
                 // A router that is restarting or gone resyncs from the gates.
                 let _ = router
@@ -377,7 +394,21 @@ impl ProviderActor {
             self.emit(Event::new(shared.id.clone(), kind, now, generation, None));
         }
         self.ctx.wake.send_replace(wake);
+        if let Some(change) = shared_change {
+            self.share(change);
+        }
         transition
+    }
+
+    /// Hands a change this replica decided to the fleet link, if there is one.
+    fn share(&self, change: fleet::Change) {
+        let shared = &self.ctx.shared;
+        if let Some(port) = &shared.fleet {
+            port.local_change(fleet::LocalChange {
+                provider: shared.id.clone(),
+                change,
+            });
+        }
     }
 
     /// Samples the request rate when a sample is due, and moves tiers.
@@ -534,7 +565,11 @@ impl Message<Control> for ProviderActor {
                 ack
             }
             Control::Reset(ack) => {
-                self.decide(|core, now| core.breaker.reset(now));
+                // An operator's reset reaches the whole fleet, even where this replica's
+                // circuit was already closed.
+                if self.decide(|core, now| core.breaker.reset(now)).is_none() {
+                    self.share(fleet::Change::Reset);
+                }
                 ack
             }
         };

@@ -14,6 +14,7 @@ use tracing::Instrument;
 
 use super::actor::{Admit, Control, Delivery, HeadroomNotice, ProviderActor, TrialPermit};
 use super::counters::Count;
+use super::fleet::TrialGate;
 use super::shared::{Closing, Shared};
 use super::status::ProviderStatus;
 use crate::attempt::{self, Ended};
@@ -595,11 +596,28 @@ impl ProviderHandle {
                     Err(_) => return Err(Reject::ShuttingDown),
                 }
             };
-            return Ok(Admitted {
+            let fleet_trial = permit.is_trial() && shared.fleet.is_some();
+            let epoch = permit.epoch();
+            let mut admitted = Admitted {
                 handle: self,
                 permit: Some(permit),
                 slot,
-            });
+            };
+            // With a fleet, one trial for all replicas: dropping `admitted` gives it back.
+            if fleet_trial {
+                match self.fleet_trial(epoch).await {
+                    TrialGate::Proceed => {}
+                    TrialGate::Elsewhere(rejection) => {
+                        shared.counters.add(Count::RejectedHalfOpen, 1);
+                        return Err(Reject::Circuit(rejection));
+                    }
+                    TrialGate::Moved => {
+                        slot = admitted.slot.take();
+                        continue;
+                    }
+                }
+            }
+            return Ok(admitted);
         }
     }
 }

@@ -110,6 +110,9 @@ pub(crate) struct Shared {
     pub(crate) retry: Option<std::sync::Arc<crate::budget::RetryState>>,
     /// Recovery probes run, by outcome (`provider::probe`).
     pub(crate) probes: super::probe::ProbeCounts,
+    /// The fleet link, when replicas share circuit state (`fusebox::fleet`): set by the
+    /// supervisor before the actor starts, never read on a closed circuit's call path.
+    pub(crate) fleet: Option<std::sync::Arc<dyn super::fleet::FleetPort>>,
 }
 
 fn encode(state: CircuitState, epoch: u64) -> u64 {
@@ -182,6 +185,7 @@ impl Shared {
                 .retry
                 .map(|r| std::sync::Arc::new(crate::budget::RetryState::new(r, seed, now))),
             probes: super::probe::ProbeCounts::default(),
+            fleet: None,
             #[cfg(feature = "testing")]
             poison_reports: AtomicBool::new(false),
             config,

@@ -137,6 +137,11 @@ pub struct ProviderStatus {
     pub probe_failures: u64,
     /// Of `probes`: those that did not finish within the probe timeout.
     pub probe_timeouts: u64,
+    /// With a fleet (feature `redis`): whether the fleet link reaches Redis, so that this
+    /// provider's changes are shared (`false`: it decides alone for now). `None`, and
+    /// absent from the JSON, without a fleet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet_connected: Option<bool>,
 }
 
 impl ProviderStatus {
@@ -206,6 +211,7 @@ impl ProviderStatus {
             probe_successes: probe_ok,
             probe_failures: probe_failed,
             probe_timeouts: probe_timed_out,
+            fleet_connected: shared.fleet.as_ref().map(|port| port.connected()),
         };
         drop(core);
         let finished = status.successful + status.failed + status.ignored + status.cancelled;

@@ -103,6 +103,18 @@ impl SupervisorBuilder {
         self
     }
 
+    /// Shares this supervisor's circuit state changes with the other replicas of its fleet,
+    /// over Redis (see [`crate::fleet`]). Calls never wait for Redis: a replica that cannot
+    /// reach it decides alone until it is back.
+    ///
+    /// Defaults to no fleet.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn fleet(mut self, fleet: crate::fleet::Fleet) -> Self {
+        self.config.fleet = Some(fleet);
+        self
+    }
+
     /// Validates the configuration and starts one actor per provider.
     ///
     /// # Errors

@@ -23,8 +23,14 @@ pub struct Health {
     pub healthy: bool,
     /// Each provider's circuit.
     pub circuits: Vec<CircuitHealth>,
-    /// A line for humans: `"2/3 circuits healthy"`.
+    /// A line for humans: `"2/3 circuits healthy"` (with `"; fleet link down"` while a
+    /// fleet's Redis is unreachable).
     pub summary: String,
+    /// With a fleet (feature `redis`): whether its link reaches Redis. A replica whose link
+    /// is down still serves, deciding alone, so this does not change `healthy`. `None`
+    /// (and absent from the JSON) without a fleet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet_connected: Option<bool>,
 }
 
 /// One circuit's health.
@@ -64,6 +70,17 @@ impl Health {
             healthy: (down as f64) < unhealthy_ratio * circuits.len() as f64,
             summary: format!("{up}/{} circuits healthy", circuits.len()),
             circuits,
+            fleet_connected: None,
         }
+    }
+
+    /// With the state of the fleet link.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn with_fleet(mut self, connected: bool) -> Self {
+        if !connected {
+            self.summary.push_str("; fleet link down");
+        }
+        self.fleet_connected = Some(connected);
+        self
     }
 }

@@ -106,6 +106,9 @@ struct Inner {
     closing: Arc<Closing>,
     /// Registry changes, one at a time.
     registry: tokio::sync::Mutex<registry::Spawner>,
+    /// The fleet link, when replicas share circuit state.
+    #[cfg(feature = "redis")]
+    fleet: Option<Arc<crate::fleet::Link>>,
 }
 
 /// The supervisor's timer tasks, by what they drive.
@@ -115,6 +118,9 @@ enum Timer {
     Provider(usize),
     Resampler,
     Metrics,
+    /// The fleet link's task.
+    #[cfg(feature = "redis")]
+    Fleet,
 }
 
 impl Inner {
@@ -211,6 +217,12 @@ impl Supervisor {
         router.wait_for_startup().await;
         let mut spawner =
             registry::Spawner::new(root.clone(), events.clone(), router.clone().recipient());
+        #[cfg(feature = "redis")]
+        let fleet = config.fleet.as_ref().map(crate::fleet::start).transpose()?;
+        #[cfg(feature = "redis")]
+        if let Some((link, _)) = &fleet {
+            spawner.fleet = Some(link.clone());
+        }
         let mut timers = HashMap::new();
         let mut handles = Vec::with_capacity(config.providers.len());
         for provider in &config.providers {
@@ -267,9 +279,23 @@ impl Supervisor {
                 timers: Mutex::new(timers),
                 closing,
                 registry: tokio::sync::Mutex::new(spawner),
+                #[cfg(feature = "redis")]
+                fleet: fleet.as_ref().map(|(link, _)| link.clone()),
             }),
         };
+        #[cfg(feature = "redis")]
+        let wait = config.fleet.as_ref().map(|f| f.connect_timeout);
         fuse.install(config, handles).await?;
+        #[cfg(feature = "redis")]
+        if let (Some((_, starter)), Some(wait)) = (fleet, wait) {
+            // The link reads the registry as the router publishes it.
+            let table = fuse.inner.table.clone();
+            let (task, ready) = starter.run(Arc::new(move || table.load().order.clone()));
+            fuse.inner.timers().insert(Timer::Fleet, task);
+            // The first connection (and the first read of every record) is waited for, at
+            // most a connection timeout: a replica that cannot reach Redis starts anyway.
+            let _ = tokio::time::timeout(wait + wait, ready).await;
+        }
         Ok(fuse)
     }
 
@@ -650,13 +676,29 @@ impl Supervisor {
     /// the `metrics` recorder now (see [`crate::metrics`]).
     pub fn publish_metrics(&self) {
         publish_metrics(&self.table());
+        #[cfg(feature = "redis")]
+        if let Some(link) = &self.inner.fleet {
+            crate::metrics::fleet_connected(link.is_connected());
+        }
     }
 
     /// Whether enough circuits are closed to serve, with each circuit's state.
     pub fn health(&self) -> Health {
         let table = self.table();
         let status: Vec<ProviderStatus> = table.order.iter().map(ProviderHandle::status).collect();
-        Health::from_status(&status, table.config.unhealthy_ratio)
+        let health = Health::from_status(&status, table.config.unhealthy_ratio);
+        #[cfg(feature = "redis")]
+        if let Some(link) = &self.inner.fleet {
+            return health.with_fleet(link.is_connected());
+        }
+        health
+    }
+
+    /// The fleet link's state (feature `redis`): `None` without a fleet.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn fleet_status(&self) -> Option<crate::fleet::FleetStatus> {
+        self.inner.fleet.as_ref().map(|link| link.status())
     }
 
     /// A route's current order as the router actor last published it, with why each

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::{Root, ShutdownReport, Supervisor, Timer};
 use crate::config::{Config, Provider, Route};
 use crate::events::Event;
-use crate::provider::{CircuitChanged, Closing, Ctx, ProviderActor, Shared, Tick};
+use crate::provider::{CircuitChanged, Closing, Ctx, FleetPort, ProviderActor, Shared, Tick};
 use crate::router::{AddProvider, Reload, RemoveProvider, RemoveRoute, Snapshot, UpsertRoute};
 use crate::{ConfigError, ProviderHandle};
 
@@ -35,6 +35,8 @@ pub(crate) struct Spawner {
     events: broadcast::Sender<Event>,
     router: Recipient<CircuitChanged>,
     spawned: usize,
+    /// The fleet link every provider started here hands its changes to, if any.
+    pub(crate) fleet: Option<Arc<dyn FleetPort>>,
 }
 
 impl Spawner {
@@ -48,6 +50,7 @@ impl Spawner {
             events,
             router,
             spawned: 0,
+            fleet: None,
         }
     }
 
@@ -61,10 +64,12 @@ impl Spawner {
         let now = Instant::now();
         let seed = seed(config.name(), self.spawned);
         self.spawned += 1;
-        let shared = Arc::new(match previous {
+        let mut shared = match previous {
             Some(old) => Shared::carrying(config, seed, now, &old.shared)?,
             None => Shared::new(config, seed, now)?,
-        });
+        };
+        shared.fleet = self.fleet.clone();
+        let shared = Arc::new(shared);
         let closing = Arc::new(Closing::default());
         let (wake, wake_rx) = watch::channel(None);
         let ctx = Arc::new(Ctx {
@@ -391,6 +396,9 @@ impl Supervisor {
         let config = Config {
             event_capacity: running.config.event_capacity,
             unhealthy_ratio: running.config.unhealthy_ratio,
+            // The fleet link runs as the supervisor started it.
+            #[cfg(feature = "redis")]
+            fleet: running.config.fleet.clone(),
             ..config
         };
         ask(&self.inner.router, |reply| Reload {
