@@ -217,6 +217,20 @@ mod tests {
         assert!((0..100).all(|_| idle.admit()));
     }
 
+    #[test]
+    fn the_share_is_exact_across_threads() {
+        let ramp = Arc::new(Ramp::new(Duration::from_secs(10)));
+        ramp.arm();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let ramp = ramp.clone();
+                std::thread::spawn(move || (0..2500).filter(|_| ramp.admit()).count())
+            })
+            .collect();
+        let admitted: usize = threads.into_iter().map(|t| t.join().expect("thread")).sum();
+        assert_eq!(admitted, 1000, "10 % of 10,000 calls from four threads");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_share_grows_linearly_and_ends() {
         let ramp = Ramp::new(Duration::from_secs(10));
