@@ -116,8 +116,10 @@ mod tests {
     #[test]
     fn a_remote_re_open_grows_the_backoff_as_a_local_one_would() {
         let t0 = Instant::now();
+        // A cap above the default 2 × open_for, so that the doubling shows.
         let config = Breaker::consecutive(1)
             .open_for(S)
+            .max_open_for(10 * S)
             .jitter(0.0)
             .success_threshold(1);
         let mut b = State::new(&config, t0).unwrap();
