@@ -124,9 +124,11 @@ async fn with_probes_the_primary_serves_again_within_a_probe_interval_of_its_rec
     let interval = engine::PROBE_INTERVAL * scenario.time_scale;
     let (back, full) = report.back_after(recovered);
     let back = back.expect("the primary served again");
-    // Within one probe interval, plus a trial's round trip and real-time scheduling slack.
+    // Within one probe interval, plus a trial's round trip and real-time scheduling slack
+    // (generous: CI runs this beside every other test on 2 cores). Without probes the
+    // primary is out for the rest of a grown open period, several times longer.
     assert!(
-        back <= interval + 0.3,
+        back <= interval + 0.6,
         "the primary served again {back:.2}s after its recovery (probe interval {interval:.2}s)"
     );
     assert!(full.is_some(), "the primary took its full share again");
