@@ -6,9 +6,10 @@
 //! return; with `FUSEBOX_REQUIRE_REDIS=1` (set by `.ci/run`) a missing server fails them.
 #![allow(dead_code, unreachable_pub)]
 
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The binary the tests start.
 pub const BINARY: &str = "redis-server";
@@ -72,25 +73,33 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new(BINARY)
+        let mut child = Command::new(BINARY)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .args(["--dir", &std::env::temp_dir().to_string_lossy()])
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .stdin(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {BINARY}: {e}"));
+        // The server says when it accepts connections (its log goes to stdout): wait for
+        // that line rather than polling, then keep draining the log so it never blocks.
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|line| line.contains("Ready to accept connections"));
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if ping(&self.url()) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "{BINARY} on port {} did not answer PING within 10 s",
+        assert!(
+            ready,
+            "{BINARY} on port {} exited before accepting connections",
+            self.port
+        );
+        std::thread::spawn(move || lines.for_each(drop));
+        assert!(
+            ping(&self.url()),
+            "{BINARY} on port {} said it was ready but did not answer PING",
             self.port
         );
     }
