@@ -9,6 +9,9 @@
 #![cfg(feature = "async-openai")]
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/quota.rs"]
+mod quota;
+
 use std::time::{Duration, Instant};
 
 use async_openai::config::OpenAIConfig;
@@ -403,15 +406,7 @@ fn async_openai_errors_carry_their_class() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_guarded_client_feeds_the_providers_headroom() {
-    let quota = fusebox::testing::Quota::requests(3)
-        .tokens(100)
-        .window(Duration::from_secs(3600));
-    let mock = MockLlm::builder()
-        .quota(quota)
-        .script(FaultScript::new())
-        .start()
-        .await
-        .unwrap();
+    let mock = quota::three_request_mock().await;
     let fuse = fuse(Breaker::consecutive(3)).await;
     let openai = fusebox::async_openai::client(config(&mock), fuse.provider("openai").unwrap());
     assert_eq!(fuse.status()[0].headroom, None);

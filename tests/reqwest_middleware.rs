@@ -7,6 +7,9 @@
 #![cfg(feature = "reqwest-middleware")]
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/quota.rs"]
+mod quota;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -164,15 +167,7 @@ async fn successes_pass_through_and_later_middlewares_are_skipped_while_open() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_response_feeds_the_providers_headroom() {
-    let quota = fusebox::testing::Quota::requests(3)
-        .tokens(100)
-        .window(Duration::from_secs(3600));
-    let mock = MockLlm::builder()
-        .quota(quota)
-        .script(FaultScript::new())
-        .start()
-        .await
-        .unwrap();
+    let mock = quota::three_request_mock().await;
     let fuse = fuse(Breaker::consecutive(3)).await;
     let client = client(&fuse);
     assert_eq!(fuse.status()[0].headroom, None);

@@ -7,6 +7,9 @@
 #![cfg(feature = "tower")]
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/quota.rs"]
+mod quota;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -293,15 +296,7 @@ async fn transport_errors_pass_through_and_count() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_response_feeds_the_providers_headroom() {
-    let quota = fusebox::testing::Quota::requests(3)
-        .tokens(100)
-        .window(Duration::from_secs(3600));
-    let mock = MockLlm::builder()
-        .quota(quota)
-        .script(FaultScript::new())
-        .start()
-        .await
-        .unwrap();
+    let mock = quota::three_request_mock().await;
     let fuse = fuse(Breaker::consecutive(3), Duration::from_secs(5)).await;
     let (upstream, _, _) = upstream();
     let mut service = ServiceBuilder::new()
