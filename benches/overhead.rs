@@ -224,7 +224,9 @@ fn per_call(c: &mut Criterion) {
                     Breaker::consecutive(1)
                         .open_for(Duration::from_millis(20))
                         .jitter(0.0)
-                        .half_open_max_calls(1),
+                        .half_open_max_calls(1)
+                        // The held trial outlives the run.
+                        .trial_timeout(HOUR),
                 ),
             )
             .route(Route::new("healthy").providers(["primary", "secondary"]))

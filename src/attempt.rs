@@ -19,7 +19,7 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use crate::provider::{Admitted, Count, Delivery};
+use crate::provider::{Admitted, Count, Delivery, Ticket};
 use crate::{CallError, ProviderHandle, Verdict};
 
 /// How one attempt at an admitted provider ended. The attempt has already recorded its
@@ -151,6 +151,14 @@ pin_project! {
     #[project = AttemptProj]
     #[project_replace = AttemptOwn]
     pub(crate) enum Attempt<'a, Fut, T, E> {
+        // Admitted on the plain path: no timer, no tokio clock; timed with the cheap clock
+        // only for the duration histogram or a routed call's trace.
+        Plain {
+            #[pin]
+            fut: Fut,
+            ticket: Ticket<'a>,
+            clock: PlainClock,
+        },
         Running {
             #[pin]
             fut: Fut,
@@ -161,9 +169,10 @@ pin_project! {
             judged: bool,
             bound: Option<Pin<Box<Bound>>>,
         },
-        // The outcome is reported; the actor's decision is awaited before it is handed out.
+        // The outcome is reported; the actor's decision, if it must decide, is awaited
+        // before it is handed out.
         Deciding {
-            decided: Pin<Box<Delivery>>,
+            decided: Option<Pin<Box<Delivery>>>,
             ended: Ended<T, E>,
             elapsed: Option<Duration>,
         },
@@ -203,10 +212,77 @@ where
         }
     }
 
+    /// Starts an attempt admitted on the plain path. `timed`: time it even when the provider
+    /// records no durations (for a routed call's trace).
+    #[inline(always)]
+    pub(crate) fn plain(ticket: Ticket<'a>, fut: Fut, timed: bool) -> Self {
+        Attempt::Plain {
+            clock: PlainClock::start(&ticket, timed),
+            fut,
+            ticket,
+        }
+    }
+
+    /// A plain attempt that failed with `error` (its future already dropped): the failure
+    /// is reported, and the attempt awaits the actor's decision when there is one.
+    #[inline(never)]
+    pub(crate) fn plain_failed<C>(
+        ticket: Ticket<'a>,
+        clock: PlainClock,
+        error: E,
+        classify: &C,
+    ) -> Self
+    where
+        C: Fn(&E) -> Verdict,
+    {
+        let elapsed = clock.elapsed();
+        let shared = &ticket.handle().shared;
+        let histogram = elapsed.filter(|_| shared.config.record_durations);
+        let verdict = classify(&error);
+        let decided = record(ticket.into_admitted(), verdict, histogram, false, None);
+        Attempt::Deciding {
+            decided: decided.map(Box::pin),
+            ended: Ended::Failed(verdict, error),
+            elapsed,
+        }
+    }
+
     /// Polls the attempt. Ready with how it ended and, if it was timed, how long its
     /// operation took (measured, even for a timeout).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn poll_attempt<C>(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        classify: &C,
+    ) -> Poll<(Ended<T, E>, Option<Duration>)>
+    where
+        C: Fn(&E) -> Verdict,
+    {
+        if let AttemptProj::Plain { fut, clock, .. } = self.as_mut().project() {
+            let Poll::Ready(output) = fut.poll(cx) else {
+                clock.suspend();
+                return Poll::Pending;
+            };
+            // Ended: the operation's future is dropped here, before the outcome is recorded.
+            let AttemptOwn::Plain { ticket, clock, .. } =
+                self.as_mut().project_replace(Attempt::Done)
+            else {
+                unreachable!("the attempt was plain")
+            };
+            match output {
+                Ok(value) => {
+                    let elapsed = plain_success(ticket, clock);
+                    return Poll::Ready((Ended::Served(value), elapsed));
+                }
+                Err(error) => self.set(Attempt::plain_failed(ticket, clock, error, classify)),
+            }
+        }
+        self.poll_general(cx, classify)
+    }
+
+    /// [`poll_attempt`](Self::poll_attempt) past the plain path.
+    #[inline(never)]
+    fn poll_general<C>(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         classify: &C,
@@ -223,7 +299,9 @@ where
                 },
             },
             AttemptProj::Deciding { decided, .. } => {
-                ready!(decided.as_mut().poll(cx));
+                if let Some(decided) = decided {
+                    ready!(decided.as_mut().poll(cx));
+                }
                 let AttemptOwn::Deciding { ended, elapsed, .. } =
                     self.project_replace(Attempt::Done)
                 else {
@@ -232,6 +310,7 @@ where
                 return Poll::Ready((ended, elapsed));
             }
             AttemptProj::Done => panic!("attempt polled after it was ready"),
+            AttemptProj::Plain { .. } => unreachable!("polled above"),
         };
         // Ended: the operation's future is dropped here, before the outcome is recorded.
         let AttemptOwn::Running {
@@ -269,12 +348,63 @@ where
         // The report is queued: even if this attempt is dropped now, it is decided. Boxed: a
         // decision already allocates (its reply channel), and the common case stays small.
         self.set(Attempt::Deciding {
-            decided: Box::pin(decided),
+            decided: Some(Box::pin(decided)),
             ended,
             elapsed,
         });
-        self.poll_attempt(cx, classify)
+        self.poll_general(cx, classify)
     }
+}
+
+/// The clock of a plain attempt, when it is timed (for the duration histogram, or a routed
+/// call's trace). An operation ready at its first poll is timed by the CPU's cheap monotonic
+/// clock (`quanta`, half the cost of a system clock read); one that suspends is timed by
+/// tokio's clock from its first suspension, so that paused tokio time shows in what it
+/// reports (the synchronous part before its first suspension, typically building a
+/// request, is not counted then).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PlainClock {
+    started: Option<quanta::Instant>,
+    suspended: Option<Instant>,
+}
+
+impl PlainClock {
+    /// The clock of a plain attempt starting now: running when the provider records
+    /// durations or `timed` asks for it.
+    #[inline(always)]
+    pub(crate) fn start(ticket: &Ticket<'_>, timed: bool) -> Self {
+        PlainClock {
+            started: (timed || ticket.handle().shared.config.record_durations)
+                .then(quanta::Instant::now),
+            suspended: None,
+        }
+    }
+
+    /// The operation returned `Pending`.
+    #[inline]
+    pub(crate) fn suspend(&mut self) {
+        if self.started.is_some() && self.suspended.is_none() {
+            self.suspended = Some(Instant::now());
+        }
+    }
+
+    /// How long the attempt took, if it is timed.
+    #[inline(always)]
+    pub(crate) fn elapsed(&self) -> Option<Duration> {
+        match (self.suspended, self.started) {
+            (Some(at), _) => Some(at.elapsed()),
+            (None, started) => started.map(|s| s.elapsed()),
+        }
+    }
+}
+
+/// Records a plain attempt's success; returns how long it took, if it was timed.
+#[inline(always)]
+pub(crate) fn plain_success(ticket: Ticket<'_>, clock: PlainClock) -> Option<Duration> {
+    let elapsed = clock.elapsed();
+    let histogram = elapsed.filter(|_| ticket.handle().shared.config.record_durations);
+    ticket.succeed(histogram);
+    elapsed
 }
 
 /// One attempt, as an `async` function: see [`Attempt`].

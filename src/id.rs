@@ -1,10 +1,13 @@
 //! [`ProviderId`]: a provider's name, cheap to clone.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-/// A provider's name and its metadata, behind one `Arc`, so cloning it into errors, events
-/// and traces is cheap.
+/// A provider's name and its metadata, cheap to clone into errors, events and traces: a
+/// configured provider's id is interned for the life of the process (once per distinct name
+/// and metadata), so cloning it is a copy of one pointer; an id built with
+/// `ProviderId::from` is reference-counted.
 ///
 /// The metadata are the free-form strings set with [`Provider::meta`](crate::Provider::meta)
 /// (a base URL, a model name, a context size): an operation given a `ProviderId` reads what
@@ -23,34 +26,61 @@ use std::sync::Arc;
 /// assert_eq!(id.meta("model"), None);
 /// ```
 #[derive(Clone)]
-pub struct ProviderId(Arc<Named>);
+pub struct ProviderId(Repr);
 
+#[derive(Clone)]
+enum Repr {
+    /// A configured provider's id, interned for the life of the process: cloning and
+    /// dropping it touch no reference count (every call's error, trace and answer carry
+    /// one). Interned once per distinct name and metadata, however often a provider with
+    /// them is built again (a reload).
+    Interned(&'static Named),
+    /// An id built by hand (`ProviderId::from`): reference-counted, freed with its last
+    /// clone.
+    Counted(Arc<Named>),
+}
+
+#[derive(PartialEq, Eq)]
 struct Named {
     name: Box<str>,
     /// Sorted by key.
     meta: Box<[(Box<str>, Box<str>)]>,
 }
 
+/// The interned ids, by name.
+fn interned() -> &'static Mutex<HashMap<Box<str>, Vec<&'static Named>>> {
+    static INTERNED: OnceLock<Mutex<HashMap<Box<str>, Vec<&'static Named>>>> = OnceLock::new();
+    INTERNED.get_or_init(Mutex::default)
+}
+
 impl ProviderId {
-    /// A provider id with metadata.
+    /// A configured provider's id, with its metadata: interned (see [`Repr::Interned`]).
     pub(crate) fn with_meta<'a>(
         name: &str,
         meta: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Self {
-        let mut meta: Vec<(Box<str>, Box<str>)> = meta
-            .into_iter()
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect();
-        meta.sort_by(|a, b| a.0.cmp(&b.0));
-        ProviderId(Arc::new(Named {
-            name: name.into(),
-            meta: meta.into_boxed_slice(),
-        }))
+        let named = Named::new(name, meta);
+        let mut table = interned().lock().unwrap_or_else(PoisonError::into_inner);
+        let same = table.entry(named.name.clone()).or_default();
+        if let Some(found) = same.iter().find(|n| ***n == named) {
+            return ProviderId(Repr::Interned(found));
+        }
+        let leaked: &'static Named = Box::leak(Box::new(named));
+        same.push(leaked);
+        ProviderId(Repr::Interned(leaked))
+    }
+
+    #[inline]
+    fn named(&self) -> &Named {
+        match &self.0 {
+            Repr::Interned(named) => named,
+            Repr::Counted(named) => named,
+        }
     }
 
     /// The name.
     pub fn as_str(&self) -> &str {
-        &self.0.name
+        &self.named().name
     }
 
     /// The metadata value for `key`, as set with [`Provider::meta`](crate::Provider::meta).
@@ -71,7 +101,7 @@ impl ProviderId {
     /// # }
     /// ```
     pub fn meta(&self, key: &str) -> Option<&str> {
-        let meta = &self.0.meta;
+        let meta = &self.named().meta;
         meta.binary_search_by(|(k, _)| (**k).cmp(key))
             .ok()
             .map(|i| &*meta[i].1)
@@ -79,13 +109,27 @@ impl ProviderId {
 
     /// Every metadata entry, sorted by key.
     pub fn metadata(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
-        self.0.meta.iter().map(|(k, v)| (&**k, &**v))
+        self.named().meta.iter().map(|(k, v)| (&**k, &**v))
+    }
+}
+
+impl Named {
+    fn new<'a>(name: &str, meta: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut meta: Vec<(Box<str>, Box<str>)> = meta
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        meta.sort_by(|a, b| a.0.cmp(&b.0));
+        Named {
+            name: name.into(),
+            meta: meta.into_boxed_slice(),
+        }
     }
 }
 
 impl PartialEq for ProviderId {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0) || self.0.name == other.0.name
+        std::ptr::eq(self.named(), other.named()) || self.named().name == other.named().name
     }
 }
 
@@ -124,7 +168,7 @@ impl fmt::Display for ProviderId {
 
 impl From<&str> for ProviderId {
     fn from(name: &str) -> Self {
-        ProviderId::with_meta(name, [])
+        ProviderId(Repr::Counted(Arc::new(Named::new(name, []))))
     }
 }
 
@@ -161,5 +205,24 @@ impl PartialEq<&str> for ProviderId {
 impl PartialEq<ProviderId> for &str {
     fn eq(&self, other: &ProviderId) -> bool {
         *self == other.as_str()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configured_ids_are_interned_once_per_name_and_metadata() {
+        let a = ProviderId::with_meta("interned-a", [("model", "m1")]);
+        let again = ProviderId::with_meta("interned-a", [("model", "m1")]);
+        let other_meta = ProviderId::with_meta("interned-a", [("model", "m2")]);
+        assert!(std::ptr::eq(a.named(), again.named()));
+        assert!(!std::ptr::eq(a.named(), other_meta.named()));
+        // Equality is by name, whatever the representation.
+        assert_eq!(a, other_meta);
+        assert_eq!(a, ProviderId::from("interned-a"));
+        assert_eq!(other_meta.meta("model"), Some("m2"));
+        assert_eq!(ProviderId::from("interned-a").meta("model"), None);
     }
 }

@@ -126,6 +126,22 @@ impl Actor for ProviderActor {
         self.decide(|_, _| None);
         Ok(ControlFlow::Continue(()))
     }
+
+    async fn on_stop(
+        &mut self,
+        _: WeakActorRef<Self>,
+        _: ActorStopReason,
+    ) -> Result<(), Self::Error> {
+        self.ctx.shared.mark_stopped();
+        Ok(())
+    }
+}
+
+impl Drop for ProviderActor {
+    /// Also when its task is dropped without stopping (its runtime shut down).
+    fn drop(&mut self) {
+        self.ctx.shared.mark_stopped();
+    }
 }
 
 /// Asks for a half-open trial permit.

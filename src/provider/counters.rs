@@ -87,7 +87,7 @@ thread_local! {
 }
 
 /// This thread's stripe number (any number: it is masked by the stripe count).
-#[inline]
+#[inline(always)]
 fn slot() -> usize {
     let slot = SLOT.get();
     if slot != usize::MAX {
@@ -112,7 +112,7 @@ impl Counters {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn stripe(&self) -> &Stripe {
         let slot = slot() & (self.stripes.len() - 1);
         &self.stripes[slot]
@@ -137,7 +137,7 @@ impl Counters {
     /// Counts an admission with a sequentially consistent increment, so that a shutdown
     /// that sets its flag and then reads [`get`](Self::get) either sees this admission or
     /// is seen by the caller's next (sequentially consistent) read of the flag.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn admit(&self) {
         self.stripe().counts[Count::Admitted as usize].fetch_add(1, Ordering::SeqCst);
     }
@@ -151,10 +151,10 @@ impl Counters {
 
     /// Counts a success of a call admitted under `epoch`. `false` when the epoch is over
     /// (the actor has retagged the stripes): the caller counts it as stale instead.
-    #[inline]
     ///
     /// The successful update is sequentially consistent, as for [`end`](Self::end): the
     /// shutdown flag is read next.
+    #[inline(always)]
     pub(crate) fn success(&self, epoch: u64) -> bool {
         self.stripe()
             .successes

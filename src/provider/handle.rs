@@ -176,6 +176,60 @@ impl<H: Borrow<ProviderHandle>> Admitted<H> {
     }
 }
 
+/// A call admitted on the plain path ([`ProviderHandle::admit_plain`]): a closed circuit
+/// without a bulkhead, budget, call timeout, slow-call threshold or latency average. Two
+/// words; it reports `Cancelled` if dropped before [`succeed`](Self::succeed) or
+/// [`into_admitted`](Self::into_admitted).
+#[derive(Debug)]
+pub(crate) struct Ticket<'a> {
+    handle: &'a ProviderHandle,
+    epoch: u64,
+}
+
+impl<'a> Ticket<'a> {
+    /// The provider this call was admitted to.
+    #[inline]
+    pub(crate) fn handle(&self) -> &'a ProviderHandle {
+        self.handle
+    }
+
+    /// Records a success: one compare-and-swap on this thread's stripe. `histogram`: the
+    /// duration, if the provider records durations.
+    #[inline(always)]
+    pub(crate) fn succeed(self, histogram: Option<Duration>) {
+        let (handle, epoch) = (self.handle, self.epoch);
+        std::mem::forget(self);
+        let shared = &*handle.shared;
+        if let Some(elapsed) = histogram {
+            shared.durations.record(false, elapsed);
+        }
+        if !shared.counters.success(epoch) {
+            // Admitted before the circuit last changed (or was reset): it must not end the
+            // new epoch's run of failures.
+            shared.counters.end(Count::StaleSuccesses);
+        }
+        handle.closing.call_finished();
+    }
+
+    /// The same admission as a general one, to report anything but a success.
+    pub(crate) fn into_admitted(self) -> Admitted<&'a ProviderHandle> {
+        let (handle, epoch) = (self.handle, self.epoch);
+        std::mem::forget(self);
+        Admitted {
+            handle,
+            permit: Some(Permit::closed(epoch)),
+            slot: None,
+        }
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        self.handle.shared.counters.end(Count::FastCancelled);
+        self.handle.closing.call_finished();
+    }
+}
+
 impl<H: Borrow<ProviderHandle>> Drop for Admitted<H> {
     fn drop(&mut self) {
         let Some(permit) = self.permit.take() else {
@@ -295,6 +349,7 @@ impl ProviderHandle {
     ///
     /// Dropping the returned future at any point gives back the bulkhead slot and any
     /// half-open trial slot, and never counts as a failure.
+    #[inline(always)]
     pub fn call<'a, T, E, F, Fut>(
         &'a self,
         op: F,
@@ -314,6 +369,7 @@ impl ProviderHandle {
     /// # Errors
     ///
     /// As for [`call`](Self::call).
+    #[inline(always)]
     pub fn call_with<'a, T, E, C, F, Fut>(
         &'a self,
         classify: C,
@@ -331,13 +387,15 @@ impl ProviderHandle {
             classify,
             state: CallState::Start { op },
         };
-        let span = tracing::debug_span!("fusebox.call", provider = %self.shared.id);
-        if span.is_disabled() {
-            // No subscriber wants the span: skip the wrapper on the hot path.
-            return Either::Left(call);
+        // One load when no subscriber wants debug spans: the wrapper costs the hot path
+        // nothing then (and is boxed when it is wanted).
+        if tracing::level_enabled!(tracing::Level::DEBUG) {
+            let span = tracing::debug_span!("fusebox.call", provider = %self.shared.id);
+            if !span.is_disabled() {
+                return Either::Right(Box::pin(call.instrument(span)));
+            }
         }
-        // Boxed, so that the wrapper costs the hot path nothing when tracing is off.
-        Either::Right(Box::pin(call.instrument(span)))
+        Either::Left(call)
     }
 
     /// Opens a streamed call, classifying errors with their [`Classify`] implementation. See
@@ -423,85 +481,103 @@ impl ProviderHandle {
         }
     }
 
-    /// Admits a call without waiting, when that can be decided at once: a closed circuit
-    /// without a bulkhead, an open one not yet due, an isolated one, a closed supervisor.
-    /// `None` when admission needs the bulkhead or the actor.
-    #[inline]
-    pub(crate) fn admit_now(&self) -> Option<Result<Admitted<&Self>, Reject>> {
-        // The common case first, small enough to inline: a closed circuit without a bulkhead.
-        let shared = &*self.shared;
-        if shared.bulkhead.is_none() && self.actor.is_alive() {
-            let gate = shared.gate();
-            if gate.state == CircuitState::Closed {
-                return Some(self.enter(gate.epoch, None));
-            }
+    /// Admits a call on the plain path: a closed circuit whose provider has no bulkhead,
+    /// budget, call timeout, slow-call threshold or latency average, its actor running. One
+    /// load of the gate, one increment, one load of the shutdown flag (see
+    /// [`enter`](Self::enter) for their order). `None` when the call needs the general path
+    /// (which also refuses it during a shutdown).
+    #[inline(always)]
+    pub(crate) fn admit_plain(&self) -> Option<Ticket<'_>> {
+        let epoch = self.shared.plain_epoch()?;
+        let counters = &self.shared.counters;
+        counters.admit();
+        if self.closing.is_closed() {
+            counters.unadmit();
+            self.closing.call_finished();
+            return None;
         }
-        self.admit_now_slow()
+        Some(Ticket {
+            handle: self,
+            epoch,
+        })
     }
 
-    /// [`admit_now`](Self::admit_now) for every other case.
-    #[inline(never)]
-    fn admit_now_slow(&self) -> Option<Result<Admitted<&Self>, Reject>> {
+    /// Admits a call without waiting, when that can be decided at once: a closed circuit
+    /// (with a free bulkhead slot, or a full bulkhead without a queue), an open one not yet
+    /// due, an isolated one, a half-open one with every trial slot taken, a closed
+    /// supervisor. `None` when admission needs the bulkhead queue or the actor.
+    #[inline]
+    pub(crate) fn admit_now(&self) -> Option<Result<Admitted<&Self>, Reject>> {
         let shared = &*self.shared;
+        let gate = shared.gate();
+        if gate.state != CircuitState::Closed {
+            return self.reject_now(gate).map(Err);
+        }
         // A provider whose actor is gone for good (shut down, or past its panic limit)
         // would run unprotected: refuse instead.
-        if !self.actor.is_alive() {
+        if gate.stopped || !self.actor.is_alive() {
             return Some(Err(Reject::ShuttingDown));
         }
-        let gate = shared.gate();
-        match gate.state {
-            CircuitState::Closed => match &shared.bulkhead {
-                None => Some(self.enter(gate.epoch, None)),
-                // A free slot, or a full bulkhead without a queue: decided at once. A full
-                // one with a queue waits (the slow path).
-                Some(bulkhead) => match bulkhead.try_acquire() {
-                    Ok(slot) => Some(self.enter(gate.epoch, Some(slot))),
-                    Err(None) => None,
-                    Err(Some(denied)) => {
-                        if denied == Denied::Full {
-                            shared.counters.add(Count::BulkheadFull, 1);
-                        }
-                        Some(Err(Reject::Bulkhead(denied)))
+        match &shared.bulkhead {
+            None => Some(self.enter(gate.epoch, None)),
+            // A free slot, or a full bulkhead without a queue: decided at once. A full one
+            // with a queue waits (the slow path).
+            Some(bulkhead) => match bulkhead.try_acquire() {
+                Ok(slot) => Some(self.enter(gate.epoch, Some(slot))),
+                Err(None) => None,
+                Err(Some(denied)) => {
+                    if denied == Denied::Full {
+                        shared.counters.add(Count::BulkheadFull, 1);
                     }
-                },
+                    Some(Err(Reject::Bulkhead(denied)))
+                }
             },
-            _ if self.closing.is_closed() => Some(Err(Reject::ShuttingDown)),
+        }
+    }
+
+    /// [`reject_now`](Self::reject_now) for a circuit found not closed, from a fresh read of
+    /// the gate: `None` when it is closed or the actor decides.
+    #[inline(always)]
+    pub(crate) fn reject_early(&self) -> Option<Reject> {
+        let gate = self.shared.gate();
+        if gate.state == CircuitState::Closed {
+            return None;
+        }
+        self.reject_now(gate)
+    }
+
+    /// The rejection of a call to a circuit that is not closed, when it is decided without
+    /// the actor: an open circuit not yet due (one clock read and one subtraction), an
+    /// isolated one, a half-open one with every trial slot taken. `None`: the actor decides.
+    #[inline]
+    fn reject_now(&self, gate: super::shared::Gate) -> Option<Reject> {
+        let shared = &*self.shared;
+        if gate.stopped || self.closing.is_closed() {
+            return Some(Reject::ShuttingDown);
+        }
+        let (count, retry_after) = match gate.state {
             CircuitState::Open => {
-                // One clock read and one subtraction: not yet due while time is left.
-                let left = shared.open_until().checked_duration_since(Instant::now());
-                left.filter(|left| !left.is_zero()).map(|left| {
-                    shared.counters.add(Count::RejectedOpen, 1);
-                    Err(Reject::Circuit(Rejection {
-                        state: CircuitState::Open,
-                        retry_after: Some(left),
-                        failure_count: shared.failure_count(),
-                    }))
-                })
+                let left = shared.until_deadline();
+                if left.is_zero() {
+                    // Due: the actor decides (it admits the first trial).
+                    return None;
+                }
+                (Count::RejectedOpen, Some(left))
             }
             // Every trial slot taken: rejected here, without a message to the actor. (A
             // caller that sees a free slot asks the actor, which decides.)
             CircuitState::HalfOpen if shared.trial_slots() == 0 => {
-                shared.counters.add(Count::RejectedHalfOpen, 1);
-                Some(Err(Reject::Circuit(Rejection {
-                    state: CircuitState::HalfOpen,
-                    retry_after: Some(
-                        shared
-                            .open_until()
-                            .saturating_duration_since(Instant::now()),
-                    ),
-                    failure_count: shared.failure_count(),
-                })))
+                (Count::RejectedHalfOpen, Some(shared.until_deadline()))
             }
-            CircuitState::Isolated => {
-                shared.counters.add(Count::RejectedIsolated, 1);
-                Some(Err(Reject::Circuit(Rejection {
-                    state: CircuitState::Isolated,
-                    retry_after: None,
-                    failure_count: shared.failure_count(),
-                })))
-            }
-            _ => None,
-        }
+            CircuitState::Isolated => (Count::RejectedIsolated, None),
+            _ => return None,
+        };
+        shared.counters.add(count, 1);
+        Some(Reject::Circuit(Rejection {
+            state: gate.state,
+            retry_after,
+            failure_count: shared.failure_count(),
+        }))
     }
 
     /// Admits a call on a closed circuit under `epoch`, holding `slot` if it has one.
@@ -635,8 +711,11 @@ type Admitting<'a> =
 pin_project! {
     /// The future of [`ProviderHandle::call_with`]: admission decided at the first poll
     /// without waiting wherever it can be (closed, open, isolated, half-open with every trial
-    /// slot taken), then one [`Attempt`]. The slow paths of admission (a bulkhead queue, a
-    /// trial admission by the actor) run in a boxed future of their own.
+    /// slot taken), then one attempt: on the plain path (see
+    /// [`ProviderHandle::admit_plain`]) its state is the operation's future, the
+    /// [`Ticket`] and an optional start time; otherwise one [`Attempt`]. The slow paths of
+    /// admission (a bulkhead queue, a trial admission by the actor) run in a boxed future of
+    /// their own.
     struct Call<'a, C, F, Fut, T, E> {
         handle: &'a ProviderHandle,
         classify: C,
@@ -650,6 +729,12 @@ pin_project! {
     #[project_replace = CallOwn]
     enum CallState<'a, F, Fut, T, E> {
         Start { op: F },
+        Plain {
+            #[pin]
+            fut: Fut,
+            ticket: Ticket<'a>,
+            clock: crate::attempt::PlainClock,
+        },
         Admitting { op: F, admitting: Admitting<'a> },
         Running { #[pin] attempt: Attempt<'a, Fut, T, E> },
         Done,
@@ -664,51 +749,116 @@ where
 {
     type Output = Result<T, CallError<E>>;
 
-    #[inline]
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let handle: &'a ProviderHandle = this.handle;
-        loop {
-            let admitted = match this.state.as_mut().project() {
-                CallProj::Running { attempt } => {
-                    let (ended, _) = ready!(attempt.poll_attempt(cx, this.classify));
-                    this.state.set(CallState::Done);
-                    return Poll::Ready(ended.into_call(handle));
+        if let CallProj::Start { .. } = this.state.as_mut().project() {
+            match handle.admit_plain() {
+                Some(ticket) => {
+                    let CallOwn::Start { op } =
+                        this.state.as_mut().project_replace(CallState::Done)
+                    else {
+                        unreachable!("the call was starting")
+                    };
+                    let clock = crate::attempt::PlainClock::start(&ticket, false);
+                    this.state.set(CallState::Plain {
+                        fut: op(),
+                        ticket,
+                        clock,
+                    });
                 }
-                CallProj::Start { .. } => match handle.admit_now() {
-                    Some(decided) => decided,
-                    None => {
-                        let CallOwn::Start { op } =
-                            this.state.as_mut().project_replace(CallState::Done)
-                        else {
-                            unreachable!("the call was starting")
-                        };
-                        this.state.set(CallState::Admitting {
-                            op,
-                            admitting: Box::pin(handle.admit(true)),
-                        });
-                        continue;
+                // Rejected without the actor (open, isolated, half-open and full).
+                None => {
+                    if let Some(reject) = handle.reject_early() {
+                        // Left `Start` (a call is not polled after it is ready): nothing to
+                        // drop but the operation, never called.
+                        return Poll::Ready(Err(reject.into_error(&handle.shared.id)));
                     }
-                },
-                CallProj::Admitting { admitting, .. } => ready!(admitting.as_mut().poll(cx)),
-                CallProj::Done => panic!("call polled after it was ready"),
-            };
-            let op = match this.state.as_mut().project_replace(CallState::Done) {
-                CallOwn::Start { op } | CallOwn::Admitting { op, .. } => op,
-                _ => unreachable!("the call was being admitted"),
-            };
-            let admitted = match admitted {
-                Ok(admitted) => admitted,
-                Err(reject) => return Poll::Ready(Err(reject.into_error(&handle.shared.id))),
-            };
-            // A budget reserves its default estimate (a plain call reports no usage).
-            if let Err(over) = handle.reserve_default() {
-                admitted.withdraw();
-                return Poll::Ready(Err(over.into_error(&handle.shared.id)));
+                }
             }
+        }
+        if let CallProj::Plain { fut, clock, .. } = this.state.as_mut().project() {
+            let Poll::Ready(output) = fut.poll(cx) else {
+                clock.suspend();
+                return Poll::Pending;
+            };
+            // The operation's future is dropped here, before the outcome is recorded.
+            let CallOwn::Plain { ticket, clock, .. } =
+                this.state.as_mut().project_replace(CallState::Done)
+            else {
+                unreachable!("the call was plain")
+            };
+            let error = match output {
+                Ok(value) => {
+                    crate::attempt::plain_success(ticket, clock);
+                    return Poll::Ready(Ok(value));
+                }
+                Err(error) => error,
+            };
+            // A failure: reported to the actor, whose decision is awaited.
             this.state.set(CallState::Running {
-                attempt: Attempt::new(admitted, None, op(), false),
+                attempt: Attempt::plain_failed(ticket, clock, error, this.classify),
             });
         }
+        poll_general(this.state, handle, this.classify, cx)
+    }
+}
+
+/// [`Call`] past the plain path: admission by the general path, and any attempt that is not
+/// plain (or a plain one awaiting the actor's decision on its failure).
+#[inline(never)]
+fn poll_general<'a, T, E, C, F, Fut>(
+    mut state: Pin<&mut CallState<'a, F, Fut, T, E>>,
+    handle: &'a ProviderHandle,
+    classify: &C,
+    cx: &mut Context<'_>,
+) -> Poll<Result<T, CallError<E>>>
+where
+    C: Fn(&E) -> Verdict,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    loop {
+        let admitted = match state.as_mut().project() {
+            CallProj::Running { attempt } => {
+                let (ended, _) = ready!(attempt.poll_attempt(cx, classify));
+                state.set(CallState::Done);
+                return Poll::Ready(ended.into_call(handle));
+            }
+            CallProj::Start { .. } => match handle.admit_now() {
+                Some(decided) => decided,
+                None => {
+                    let CallOwn::Start { op } = state.as_mut().project_replace(CallState::Done)
+                    else {
+                        unreachable!("the call was starting")
+                    };
+                    state.set(CallState::Admitting {
+                        op,
+                        admitting: Box::pin(handle.admit(true)),
+                    });
+                    continue;
+                }
+            },
+            CallProj::Admitting { admitting, .. } => ready!(admitting.as_mut().poll(cx)),
+            CallProj::Plain { .. } => unreachable!("a plain call is polled by `Call`"),
+            CallProj::Done => panic!("call polled after it was ready"),
+        };
+        let op = match state.as_mut().project_replace(CallState::Done) {
+            CallOwn::Start { op } | CallOwn::Admitting { op, .. } => op,
+            _ => unreachable!("the call was being admitted"),
+        };
+        let admitted = match admitted {
+            Ok(admitted) => admitted,
+            Err(reject) => return Poll::Ready(Err(reject.into_error(&handle.shared.id))),
+        };
+        // A budget reserves its default estimate (a plain call reports no usage).
+        if let Err(over) = handle.reserve_default() {
+            admitted.withdraw();
+            return Poll::Ready(Err(over.into_error(&handle.shared.id)));
+        }
+        state.set(CallState::Running {
+            attempt: Attempt::new(admitted, None, op(), false),
+        });
     }
 }

@@ -26,6 +26,7 @@ pub(crate) struct Closing {
 impl Closing {
     /// Whether the supervisor is shutting down. Sequentially consistent: see
     /// `ProviderHandle::enter` for the pairing with the admission counters.
+    #[inline(always)]
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
     }
@@ -36,7 +37,7 @@ impl Closing {
     }
 
     /// Called whenever a call finishes: wakes a shutdown that waits for in-flight calls.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn call_finished(&self) {
         if self.is_closed() {
             self.settled.notify_waiters();
@@ -49,6 +50,8 @@ impl Closing {
 pub(crate) struct Gate {
     pub(crate) state: CircuitState,
     pub(crate) epoch: u64,
+    /// The provider's actor stopped for good.
+    pub(crate) stopped: bool,
 }
 
 /// The decision state. Only the provider actor mutates it; `status()` reads it. It lives
@@ -115,8 +118,19 @@ pub(crate) struct Shared {
     pub(crate) fleet: Option<std::sync::Arc<dyn super::fleet::FleetPort>>,
 }
 
+/// The gate word: the outcome epoch above [`FLAG_BITS`], then two flags, then the state in
+/// the low two bits. A word with its low four bits clear is a closed circuit whose calls take
+/// the plain path ([`Shared::plain_epoch`]).
+const FLAG_BITS: u32 = 4;
+/// Flag: the provider's actor has stopped for good (shut down, or past its panic limit).
+const STOPPED: u64 = 1 << 2;
+/// Flag: calls need more than the plain path: a bulkhead, a budget, a call timeout, a
+/// slow-call threshold, or a latency average a route reads (all need the general path).
+const GENERAL: u64 = 1 << 3;
+const FLAGS: u64 = STOPPED | GENERAL;
+
 fn encode(state: CircuitState, epoch: u64) -> u64 {
-    epoch << 2 | u64::from(state.as_gauge())
+    epoch << FLAG_BITS | u64::from(state.as_gauge())
 }
 
 fn decode(word: u64) -> Gate {
@@ -128,7 +142,8 @@ fn decode(word: u64) -> Gate {
     };
     Gate {
         state,
-        epoch: word >> 2,
+        epoch: word >> FLAG_BITS,
+        stopped: word & STOPPED != 0,
     }
 }
 
@@ -160,11 +175,16 @@ impl Shared {
             &config.name,
             config.meta.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         );
+        let general = config.bulkhead.is_some()
+            || config.budget.is_some()
+            || config.call_timeout.is_some()
+            || config.breaker.slow_call.is_some();
+        let flags = if general { GENERAL } else { 0 };
         Ok(Shared {
             durations: crate::metrics::Durations::new(&id),
             timed: config.record_durations || config.breaker.slow_call.is_some(),
             id,
-            gate: AtomicU64::new(encode(CircuitState::Closed, 0)),
+            gate: AtomicU64::new(encode(CircuitState::Closed, 0) | flags),
             open_until: AtomicU64::new(0),
             trial_slots: AtomicU32::new(0),
             failure_count: AtomicU32::new(0),
@@ -231,16 +251,38 @@ impl Shared {
         decode(self.gate.load(Ordering::Acquire))
     }
 
+    /// The epoch of a closed circuit whose calls take the plain path (no bulkhead, budget,
+    /// call timeout, slow-call threshold or latency average; the actor running): one load.
+    #[inline(always)]
+    pub(crate) fn plain_epoch(&self) -> Option<u64> {
+        let word = self.gate.load(Ordering::Acquire);
+        (word & ((1 << FLAG_BITS) - 1) == 0).then_some(word >> FLAG_BITS)
+    }
+
+    /// Publishes that the provider's actor stopped for good: calls take the general path,
+    /// which refuses them.
+    pub(crate) fn mark_stopped(&self) {
+        self.gate.fetch_or(STOPPED, Ordering::AcqRel);
+    }
+
     /// Free half-open trial slots as published (read after the gate).
     #[inline]
     pub(crate) fn trial_slots(&self) -> u32 {
         self.trial_slots.load(Ordering::Acquire)
     }
 
-    /// The deadline published with the gate: the open deadline, or while half-open the
-    /// earliest trial timeout.
-    pub(crate) fn open_until(&self) -> Instant {
-        self.epoch + Duration::from_nanos(self.open_until.load(Ordering::Acquire))
+    /// The time left until the deadline published with the gate (the open deadline, or
+    /// while half-open the earliest trial timeout: see [`publish`](Self::publish)), read off
+    /// tokio's clock: one clock read and one subtraction of nanoseconds. Zero once it is due.
+    #[inline]
+    pub(crate) fn until_deadline(&self) -> Duration {
+        let now = Instant::now().saturating_duration_since(self.epoch);
+        // Nanoseconds since `epoch` fit in a u64 for 584 years.
+        let now = now
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(now.subsec_nanos()));
+        Duration::from_nanos(self.open_until.load(Ordering::Acquire).saturating_sub(now))
     }
 
     pub(crate) fn failure_count(&self) -> u32 {
@@ -257,6 +299,8 @@ impl Shared {
     /// timed for the latency average).
     pub(crate) fn want_latency(&self) {
         self.latency_wanted.store(true, Ordering::Relaxed);
+        // Timed calls take the general path.
+        self.gate.fetch_or(GENERAL, Ordering::AcqRel);
     }
 
     /// Folds a successful call's latency into the moving average (weight 0.2).
@@ -345,8 +389,13 @@ impl Shared {
             .store(breaker.free_trial_slots().unwrap_or(0), Ordering::Release);
         self.failure_count
             .store(breaker.failure_count(), Ordering::Release);
-        self.gate
-            .store(encode(breaker.state(), breaker.epoch()), Ordering::Release);
+        let word = encode(breaker.state(), breaker.epoch());
+        // The flags are kept (set by others, never cleared).
+        let _ = self
+            .gate
+            .fetch_update(Ordering::Release, Ordering::Relaxed, |old| {
+                Some(old & FLAGS | word)
+            });
     }
 }
 
@@ -362,8 +411,14 @@ mod tests {
             CircuitState::Open,
             CircuitState::Isolated,
         ] {
-            for epoch in [0, 1, 7, u64::MAX >> 2] {
-                assert_eq!(decode(encode(state, epoch)), Gate { state, epoch });
+            for epoch in [0, 1, 7, u64::MAX >> FLAG_BITS] {
+                let gate = Gate {
+                    state,
+                    epoch,
+                    stopped: false,
+                };
+                assert_eq!(decode(encode(state, epoch)), gate);
+                assert!(decode(encode(state, epoch) | STOPPED).stopped);
             }
         }
     }

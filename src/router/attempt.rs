@@ -91,7 +91,11 @@ pub struct Attempt {
     /// What happened.
     #[serde(flatten)]
     pub outcome: AttemptOutcome,
-    /// How long the attempt took (zero for skips).
+    /// How long the attempt took (zero for skips). An attempt at a provider without a
+    /// call timeout, slow-call threshold or latency average, in a route without a deadline,
+    /// that is ready at its first poll is timed by the CPU's cheap monotonic clock
+    /// (`quanta`); one that suspends, by tokio's clock from its first suspension (so paused
+    /// tokio time shows in it). Such a provider's duration histogram is timed the same way.
     #[serde(
         rename = "elapsed_seconds",
         serialize_with = "crate::events::ser::secs"

@@ -18,7 +18,7 @@ use super::{Attempt, AttemptOutcome, Attempts, Routed};
 use crate::attempt::{self, Ended};
 use crate::bulkhead::Denied;
 use crate::config::{AllOpen, Policy};
-use crate::provider::{Admitted, Reject};
+use crate::provider::{Admitted, Reject, Ticket};
 use crate::{CallError, CircuitState, ProviderHandle, RouteError, Verdict};
 
 /// The shortest pause of an [`AllOpen::Wait`], so a zero `retry_after` cannot spin.
@@ -47,6 +47,17 @@ pub(crate) trait Attempter<T, E> {
         deadline: Option<Instant>,
     ) -> (Ended<T, E>, Option<Duration>) {
         (self.attempt(handle, admitted, deadline).await, None)
+    }
+
+    /// Like [`attempt_timed`](Self::attempt_timed), for a call admitted on the plain path
+    /// (see `ProviderHandle::admit_plain`), with no route deadline.
+    async fn attempt_plain(
+        &mut self,
+        handle: &ProviderHandle,
+        ticket: Ticket<'_>,
+    ) -> (Ended<T, E>, Option<Duration>) {
+        self.attempt_timed(handle, ticket.into_admitted(), None)
+            .await
     }
 
     /// The class of an error (for the fallbacks by class: see `router::retry`).
@@ -94,6 +105,14 @@ impl<T, E, A: Attempter<T, E>> Attempter<T, E> for &mut A {
         deadline: Option<Instant>,
     ) -> (Ended<T, E>, Option<Duration>) {
         (**self).attempt_timed(handle, admitted, deadline).await
+    }
+
+    async fn attempt_plain(
+        &mut self,
+        handle: &ProviderHandle,
+        ticket: Ticket<'_>,
+    ) -> (Ended<T, E>, Option<Duration>) {
+        (**self).attempt_plain(handle, ticket).await
     }
 
     fn class(&self, error: &E) -> crate::ErrorClass {
@@ -146,6 +165,18 @@ where
     ) -> (Ended<T, E>, Option<Duration>) {
         let call = (self.op)(handle.id().clone());
         let mut running = std::pin::pin!(attempt::Attempt::new(admitted, deadline, call, true));
+        let classify = &self.classify;
+        std::future::poll_fn(|cx| running.as_mut().poll_attempt(cx, classify)).await
+    }
+
+    /// A plain [`Attempt`](attempt::Attempt), timed for the trace by the cheap clock.
+    async fn attempt_plain(
+        &mut self,
+        handle: &ProviderHandle,
+        ticket: Ticket<'_>,
+    ) -> (Ended<T, E>, Option<Duration>) {
+        let call = (self.op)(handle.id().clone());
+        let mut running = std::pin::pin!(attempt::Attempt::plain(ticket, call, true));
         let classify = &self.classify;
         std::future::poll_fn(|cx| running.as_mut().poll_attempt(cx, classify)).await
     }
@@ -295,6 +326,35 @@ where
                     elapsed: Duration::ZERO,
                 });
             };
+            // The plain path: a closed circuit that needs nothing but the counters, and no
+            // deadline to bound the attempt by.
+            if let Some(ticket) = deadline.is_none().then(|| handle.admit_plain()).flatten() {
+                called = true;
+                match attempt(
+                    view,
+                    index,
+                    Admission::Plain(ticket),
+                    deadline,
+                    &mut attempter,
+                    &mut attempts,
+                )
+                .await
+                {
+                    Step::Served(value) => {
+                        return Ok(served(view, first, index, value, attempts));
+                    }
+                    Step::Next(error) => {
+                        failed_larger |= too_long.is_some();
+                        last = Some(error);
+                    }
+                    Step::TooLong(error) => {
+                        let window = retry::max_context(handle).unwrap_or(0);
+                        too_long = Some((window, error));
+                    }
+                    step => return step.end(view, attempts),
+                }
+                continue;
+            }
             let admitted = match handle.admit_now() {
                 Some(decided) => decided,
                 // A bulkhead or a trial admission by the actor: boxed, off the common path.
@@ -347,7 +407,7 @@ where
             match attempt(
                 view,
                 index,
-                (admitted, reserved),
+                Admission::General(admitted, reserved),
                 deadline,
                 &mut attempter,
                 &mut attempts,
@@ -412,7 +472,7 @@ where
                         match attempt(
                             view,
                             index,
-                            (admitted, reserved),
+                            Admission::General(admitted, reserved),
                             deadline,
                             &mut attempter,
                             &mut attempts,
@@ -491,14 +551,22 @@ impl<T, E> Step<T, E> {
     }
 }
 
+/// How a member was admitted for its first try.
+enum Admission<'h> {
+    /// On the plain path (no deadline, no budget).
+    Plain(Ticket<'h>),
+    /// By the general path, with its budget reservation if it has a budget.
+    General(
+        Admitted<&'h ProviderHandle>,
+        Option<crate::budget::Reservation<'h>>,
+    ),
+}
+
 /// One attempt at an admitted member, recorded in the trace and the route's counters.
 async fn attempt<'h, T, E, A>(
     view: &'h RouteView,
     index: usize,
-    admission: (
-        Admitted<&'h ProviderHandle>,
-        Option<crate::budget::Reservation<'h>>,
-    ),
+    admission: Admission<'h>,
     deadline: Option<Instant>,
     attempter: &mut A,
     attempts: &mut Attempts,
@@ -510,19 +578,38 @@ where
     let handle = &member.handle;
     let provider = handle.id();
     retry::deposit(view, handle);
-    let (mut admitted, mut reserved) = admission;
+    let mut admission = Some(admission);
+    let mut reserved = None;
     let mut tries = 1;
     loop {
         // Read only if the attempter does not time the attempt itself.
         let t0 = (!A::TIMED).then(Instant::now);
-        let span = tracing::debug_span!("fusebox.attempt", provider = %provider);
-        let (ended, elapsed) = if span.is_disabled() {
-            attempter.attempt_timed(handle, admitted, deadline).await
-        } else {
-            attempter
-                .attempt_timed(handle, admitted, deadline)
-                .instrument(span)
-                .await
+        let traced = tracing::level_enabled!(tracing::Level::DEBUG)
+            .then(|| tracing::debug_span!("fusebox.attempt", provider = %provider))
+            .filter(|span| !span.is_disabled());
+        let (ended, elapsed) = match admission.take() {
+            Some(Admission::Plain(ticket)) => match traced {
+                None => attempter.attempt_plain(handle, ticket).await,
+                Some(span) => {
+                    attempter
+                        .attempt_plain(handle, ticket)
+                        .instrument(span)
+                        .await
+                }
+            },
+            Some(Admission::General(admitted, reservation)) => {
+                reserved = reservation;
+                match traced {
+                    None => attempter.attempt_timed(handle, admitted, deadline).await,
+                    Some(span) => {
+                        attempter
+                            .attempt_timed(handle, admitted, deadline)
+                            .instrument(span)
+                            .await
+                    }
+                }
+            }
+            None => unreachable!("every try is admitted"),
         };
         let elapsed = elapsed
             .or_else(|| t0.map(|t| t.elapsed()))
@@ -586,8 +673,7 @@ where
         {
             Some((readmitted, rereserved)) => {
                 tries += 1;
-                admitted = readmitted;
-                reserved = rereserved;
+                admission = Some(Admission::General(readmitted, rereserved));
             }
             None => return Step::Next(failed),
         }

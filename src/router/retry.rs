@@ -15,7 +15,7 @@ use super::failover::{Attempter, Calls};
 use super::table::{RouteCounters, RouteView};
 use crate::attempt::Ended;
 use crate::budget::{Metered, OverBudget, Reservation, Retry, RetryState};
-use crate::provider::Admitted;
+use crate::provider::{Admitted, Ticket};
 use crate::{CircuitState, Classify, ErrorClass, ProviderHandle, ProviderId, Verdict};
 
 impl RouteCounters {
@@ -134,6 +134,14 @@ impl<T, E: Classify, A: Attempter<T, E>> Attempter<T, E> for Classified<A> {
         self.0.attempt_timed(handle, admitted, deadline).await
     }
 
+    async fn attempt_plain(
+        &mut self,
+        handle: &ProviderHandle,
+        ticket: Ticket<'_>,
+    ) -> (Ended<T, E>, Option<Duration>) {
+        self.0.attempt_plain(handle, ticket).await
+    }
+
     fn class(&self, error: &E) -> ErrorClass {
         error.error_class()
     }
@@ -181,6 +189,14 @@ where
         deadline: Option<Instant>,
     ) -> (Ended<Metered<T>, E>, Option<Duration>) {
         self.calls.attempt_timed(handle, admitted, deadline).await
+    }
+
+    async fn attempt_plain(
+        &mut self,
+        handle: &ProviderHandle,
+        ticket: Ticket<'_>,
+    ) -> (Ended<Metered<T>, E>, Option<Duration>) {
+        self.calls.attempt_plain(handle, ticket).await
     }
 
     fn estimate(&self) -> Option<u64> {

@@ -632,11 +632,12 @@ impl Supervisor {
         let Some(view) = table.routes.get(route) else {
             return Err(RouteError::UnknownRoute(route.to_owned()));
         };
-        let span = tracing::debug_span!("fusebox.route", route);
-        let routed = if span.is_disabled() {
-            router::run(view, &mut attempter).await
-        } else {
-            router::run(view, &mut attempter).instrument(span).await
+        let traced = tracing::level_enabled!(tracing::Level::DEBUG)
+            .then(|| tracing::debug_span!("fusebox.route", route))
+            .filter(|span| !span.is_disabled());
+        let routed = match traced {
+            None => router::run(view, &mut attempter).await,
+            Some(span) => router::run(view, &mut attempter).instrument(span).await,
         };
         match routed {
             Err(RouteError::NotRetryable { error, attempts })
