@@ -235,10 +235,21 @@ where
     where
         C: Fn(&E) -> Verdict,
     {
+        let verdict = classify(&error);
+        Self::plain_failed_as(ticket, clock, error, verdict)
+    }
+
+    /// [`plain_failed`](Self::plain_failed) with the error already classified.
+    #[inline(never)]
+    pub(crate) fn plain_failed_as(
+        ticket: Ticket<'a>,
+        clock: PlainClock,
+        error: E,
+        verdict: Verdict,
+    ) -> Self {
         let elapsed = clock.elapsed();
         let shared = &ticket.handle().shared;
         let histogram = elapsed.filter(|_| shared.config.record_durations);
-        let verdict = classify(&error);
         let decided = record(ticket.into_admitted(), verdict, histogram, false, None);
         Attempt::Deciding {
             decided: decided.map(Box::pin),

@@ -675,6 +675,7 @@ async fn a_slow_event_reader_never_slows_calls_and_every_missed_event_is_reporte
     // The generations of the events delivered, in order (slow-sse-a's, 1 to 20,000).
     let mut generations = Vec::new();
     let mut buffer = vec![0u8; 64 * 1024];
+    let mut raw = Vec::new();
     while delivered + missed < expected {
         let n = tokio::time::timeout(WAIT, reader.read(&mut buffer))
             .await
@@ -686,8 +687,10 @@ async fn a_slow_event_reader_never_slows_calls_and_every_missed_event_is_reporte
             n > 0,
             "stream ended: {delivered} delivered + {missed} missed"
         );
-        text.push_str(std::str::from_utf8(&buffer[..n]).unwrap());
-        // Chunked transfer encoding frames the SSE text; count whole event lines only.
+        // Chunked transfer encoding frames the SSE text: take whole chunks' data only (a
+        // chunk boundary may fall anywhere in a line), then count whole event lines.
+        raw.extend_from_slice(&buffer[..n]);
+        dechunk(&mut raw, &mut text);
         while let Some(end) = text.find('\n') {
             let line: String = text.drain(..=end).collect();
             if let Some(name) = line.strip_prefix("event:") {
@@ -742,4 +745,23 @@ async fn a_slow_event_reader_never_slows_calls_and_every_missed_event_is_reporte
     }
     assert_serving(addr).await;
     assert_no_panics();
+}
+
+/// Moves the data of every whole chunk at the front of `raw` (an HTTP/1.1 chunked body as it
+/// arrives) to `out`, leaving a partial chunk in `raw`.
+fn dechunk(raw: &mut Vec<u8>, out: &mut String) {
+    loop {
+        let Some(line_end) = raw.windows(2).position(|w| w == b"\r\n") else {
+            return;
+        };
+        let size = std::str::from_utf8(&raw[..line_end]).expect("a chunk size line");
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
+            .expect("a hexadecimal chunk size");
+        let start = line_end + 2;
+        if raw.len() < start + size + 2 {
+            return;
+        }
+        out.push_str(std::str::from_utf8(&raw[start..start + size]).expect("UTF-8 events"));
+        raw.drain(..start + size + 2);
+    }
 }

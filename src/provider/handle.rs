@@ -211,6 +211,26 @@ impl<'a> Ticket<'a> {
         handle.closing.call_finished();
     }
 
+    /// The ticket unbound from its handle, for a future that cannot hold the borrow across
+    /// polls (a routed call holding the table its handles live in): the admission stands,
+    /// and must be taken back with [`rebind`](Self::rebind) to the same handle to be
+    /// settled or cancelled. Returns what `rebind` needs.
+    #[inline(always)]
+    pub(crate) fn unbind(self) -> u64 {
+        let epoch = self.epoch;
+        std::mem::forget(self);
+        epoch
+    }
+
+    /// A ticket [`unbind`](Self::unbind) gave up, bound again to its handle.
+    #[inline(always)]
+    pub(crate) fn rebind(handle: &'a ProviderHandle, unbound: u64) -> Self {
+        Ticket {
+            handle,
+            epoch: unbound,
+        }
+    }
+
     /// The same admission as a general one, to report anything but a success.
     pub(crate) fn into_admitted(self) -> Admitted<&'a ProviderHandle> {
         let (handle, epoch) = (self.handle, self.epoch);

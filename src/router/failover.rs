@@ -252,7 +252,7 @@ impl Iterator for Order {
 const INLINE_MEMBERS: usize = 8;
 
 /// The trace result of an attempt outcome, for the route metrics.
-fn result_of(outcome: &AttemptOutcome) -> AttemptResult {
+pub(super) fn result_of(outcome: &AttemptOutcome) -> AttemptResult {
     match outcome {
         AttemptOutcome::Succeeded => AttemptResult::Success,
         AttemptOutcome::Failed(v) if v.is_failure() => AttemptResult::Failure,
@@ -266,8 +266,103 @@ fn result_of(outcome: &AttemptOutcome) -> AttemptResult {
     }
 }
 
+/// Where a routed call's failover loop starts: from scratch ([`Resume::default`]), or where
+/// the fast first pass (`router::fast`) left it.
+pub(crate) struct Resume<T, E> {
+    /// The trace so far.
+    pub(crate) attempts: Attempts,
+    /// The member index of the first provider considered.
+    pub(crate) first: Option<usize>,
+    /// How many members of the published order the first pass has considered already.
+    pub(crate) from: usize,
+    /// The earliest `retry_after` among the members it skipped.
+    pub(crate) earliest: Option<Duration>,
+    /// A plain attempt of the first pass at member `index` that failed: its admission
+    /// (unbound, see `Ticket::unbind`), clock, error and verdict, to be reported and settled
+    /// here.
+    pub(crate) failed: Option<Failed<E>>,
+    pub(crate) _served: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T, E> Default for Resume<T, E> {
+    fn default() -> Self {
+        Resume {
+            attempts: Attempts::new(),
+            first: None,
+            from: 0,
+            earliest: None,
+            failed: None,
+            _served: std::marker::PhantomData,
+        }
+    }
+}
+
+/// A plain attempt that failed in the fast first pass, not yet reported.
+pub(crate) struct Failed<E> {
+    pub(crate) index: usize,
+    pub(crate) unbound: u64,
+    pub(crate) clock: attempt::PlainClock,
+    pub(crate) error: E,
+    pub(crate) verdict: Verdict,
+}
+
+/// Whether one call's order is the router's published order as it is (the policy sorts
+/// nothing per call and no preferred member ramps up): what the fast first pass walks.
+pub(crate) fn published_order(view: &RouteView) -> bool {
+    !matches!(
+        view.config.policy,
+        Policy::LeastLoaded | Policy::LowestLatency
+    ) && view.members[..view.preferred.min(view.members.len())]
+        .iter()
+        .all(|m| m.ramp.is_none())
+}
+
+/// What the failover loop keeps across attempts.
+struct Failover<E> {
+    first: Option<usize>,
+    last: Option<CallError<E>>,
+    /// After a context-window error: the window it did not fit, and the error.
+    too_long: Option<(u64, E)>,
+    /// Whether a larger window was called after it, and failed (the provider's fault).
+    failed_larger: bool,
+}
+
+impl<E> Failover<E> {
+    /// Takes in the step of an attempt at member `index`: the routed call's answer when it
+    /// ends the call, `None` to go on with the next member.
+    fn step<T>(
+        &mut self,
+        step: Step<T, E>,
+        view: &RouteView,
+        index: usize,
+        attempts: &mut Attempts,
+    ) -> Option<Result<Routed<T>, RouteError<E>>> {
+        match step {
+            Step::Served(value) => Some(Ok(served(
+                view,
+                self.first,
+                index,
+                value,
+                std::mem::replace(attempts, Attempts::new()),
+            ))),
+            Step::Next(error) => {
+                self.failed_larger |= self.too_long.is_some();
+                self.last = Some(error);
+                None
+            }
+            Step::TooLong(error) => {
+                let window = retry::max_context(&view.members[index].handle).unwrap_or(0);
+                self.too_long = Some((window, error));
+                None
+            }
+            step => Some(step.end(view, std::mem::replace(attempts, Attempts::new()))),
+        }
+    }
+}
+
 /// Tries the route's providers in order until one serves. `attempter` is given each
-/// admitted provider, its admission and the route's deadline.
+/// admitted provider, its admission and the route's deadline. `resume`: where the fast
+/// first pass left off (or from scratch).
 ///
 /// A first pass tries every member without waiting. When none could take the call because
 /// every one that was not open was saturated, the call waits in the bulkhead queue of the
@@ -277,6 +372,7 @@ fn result_of(outcome: &AttemptOutcome) -> AttemptResult {
 pub(crate) async fn run<T, E, A>(
     view: &RouteView,
     mut attempter: A,
+    resume: Resume<T, E>,
 ) -> Result<Routed<T>, RouteError<E>>
 where
     A: Attempter<T, E>,
@@ -287,37 +383,61 @@ where
         deadline: route_deadline.unwrap_or_default(),
         attempts: attempts.into_vec(),
     };
-    let mut attempts = Attempts::new();
-    // The member index of the first provider considered, for the fallback metric.
-    let mut first: Option<usize> = None;
-    let mut last: Option<CallError<E>> = None;
+    let Resume {
+        mut attempts,
+        first,
+        from,
+        earliest: mut resumed_earliest,
+        mut failed,
+        ..
+    } = resume;
+    // Members the fast first pass considered: skipped in this loop's first pass.
+    let mut skip = from;
+    let mut failover = Failover {
+        first,
+        last: None,
+        too_long: None,
+        failed_larger: false,
+    };
     let mut waited = Duration::ZERO;
-    // After a context-window error: the window it did not fit, and the error.
-    let mut too_long: Option<(u64, E)> = None;
-    // Whether a larger window was called after it, and failed (the provider's fault).
-    let mut failed_larger = false;
     loop {
-        let mut earliest: Option<Duration> = None;
+        let mut earliest: Option<Duration> = resumed_earliest.take();
         // The first saturated member with a queue: where the call waits if nothing else can
         // take it.
         let mut queue_at: Option<usize> = None;
         let mut called = false;
         // Members skipped because they are being removed (or the supervisor shuts down).
         let mut retiring = 0;
-        for index in ordered(view) {
+        if let Some(failed) = failed.take() {
+            called = true;
+            let index = failed.index;
+            let step = attempt(
+                view,
+                index,
+                Admission::Failed(failed),
+                deadline,
+                &mut attempter,
+                &mut attempts,
+            )
+            .await;
+            if let Some(end) = failover.step(step, view, index, &mut attempts) {
+                return end;
+            }
+        }
+        for index in ordered(view).skip(std::mem::take(&mut skip)) {
             let index = usize::from(index);
             let member = &view.members[index];
             let handle = &member.handle;
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(deadline_exceeded(attempts));
             }
-            if let Some((window, _)) = &too_long {
+            if let Some((window, _)) = &failover.too_long {
                 // Only a larger context window can serve what did not fit.
                 if retry::max_context(handle).is_none_or(|m| m <= *window) {
                     continue;
                 }
             }
-            first.get_or_insert(index);
+            failover.first.get_or_insert(index);
             let skip = |attempts: &mut Attempts, outcome: AttemptOutcome| {
                 member.counters.add(result_of(&outcome));
                 attempts.push(Attempt {
@@ -328,107 +448,76 @@ where
             };
             // The plain path: a closed circuit that needs nothing but the counters, and no
             // deadline to bound the attempt by.
-            if let Some(ticket) = deadline.is_none().then(|| handle.admit_plain()).flatten() {
-                called = true;
-                match attempt(
-                    view,
-                    index,
-                    Admission::Plain(ticket),
-                    deadline,
-                    &mut attempter,
-                    &mut attempts,
-                )
-                .await
-                {
-                    Step::Served(value) => {
-                        return Ok(served(view, first, index, value, attempts));
+            let admission = match deadline.is_none().then(|| handle.admit_plain()).flatten() {
+                Some(ticket) => Admission::Plain(ticket),
+                None => {
+                    let admitted = match handle.admit_now() {
+                        Some(decided) => decided,
+                        // A bulkhead or a trial admission by the actor: boxed, off the
+                        // common path.
+                        None => Box::pin(handle.admit(false)).await,
+                    };
+                    let admitted = match admitted {
+                        Ok(admitted) => admitted,
+                        Err(Reject::Circuit(r)) if r.state == CircuitState::Isolated => {
+                            skip(&mut attempts, AttemptOutcome::SkippedIsolated);
+                            continue;
+                        }
+                        Err(Reject::Circuit(r)) => {
+                            let retry_after = r.retry_after.unwrap_or_default();
+                            earliest = Some(earliest.map_or(retry_after, |e| e.min(retry_after)));
+                            skip(&mut attempts, AttemptOutcome::SkippedOpen { retry_after });
+                            continue;
+                        }
+                        Err(Reject::Bulkhead(Denied::Full | Denied::Timeout(_))) => {
+                            if queue_at.is_none() && handle.has_queue() {
+                                queue_at = Some(index);
+                            }
+                            skip(&mut attempts, AttemptOutcome::SkippedSaturated);
+                            continue;
+                        }
+                        // This provider is being removed (or the supervisor shuts down),
+                        // or its actor stopped for good: skip it (its fault stays its
+                        // own).
+                        Err(Reject::Bulkhead(Denied::Closed) | Reject::ShuttingDown)
+                            if handle.is_retiring() || !handle.is_alive() =>
+                        {
+                            retiring += usize::from(handle.is_retiring());
+                            continue;
+                        }
+                        Err(Reject::Bulkhead(Denied::Closed) | Reject::ShuttingDown) => {
+                            return Err(RouteError::ShuttingDown {
+                                attempts: attempts.into_vec(),
+                            });
+                        }
+                    };
+                    match retry::reserve(handle, attempter.estimate()) {
+                        Ok(reserved) => Admission::General(admitted, reserved),
+                        Err(over) => {
+                            admitted.withdraw();
+                            let retry_after = over.retry_after;
+                            earliest = Some(earliest.map_or(retry_after, |e| e.min(retry_after)));
+                            skip(&mut attempts, AttemptOutcome::SkippedBudget { retry_after });
+                            continue;
+                        }
                     }
-                    Step::Next(error) => {
-                        failed_larger |= too_long.is_some();
-                        last = Some(error);
-                    }
-                    Step::TooLong(error) => {
-                        let window = retry::max_context(handle).unwrap_or(0);
-                        too_long = Some((window, error));
-                    }
-                    step => return step.end(view, attempts),
-                }
-                continue;
-            }
-            let admitted = match handle.admit_now() {
-                Some(decided) => decided,
-                // A bulkhead or a trial admission by the actor: boxed, off the common path.
-                None => Box::pin(handle.admit(false)).await,
-            };
-            let admitted = match admitted {
-                Ok(admitted) => admitted,
-                Err(Reject::Circuit(r)) if r.state == CircuitState::Isolated => {
-                    skip(&mut attempts, AttemptOutcome::SkippedIsolated);
-                    continue;
-                }
-                Err(Reject::Circuit(r)) => {
-                    let retry_after = r.retry_after.unwrap_or_default();
-                    earliest = Some(earliest.map_or(retry_after, |e| e.min(retry_after)));
-                    skip(&mut attempts, AttemptOutcome::SkippedOpen { retry_after });
-                    continue;
-                }
-                Err(Reject::Bulkhead(Denied::Full | Denied::Timeout(_))) => {
-                    if queue_at.is_none() && handle.has_queue() {
-                        queue_at = Some(index);
-                    }
-                    skip(&mut attempts, AttemptOutcome::SkippedSaturated);
-                    continue;
-                }
-                // This provider is being removed (or the supervisor shuts down), or its actor
-                // stopped for good: skip it (its fault stays its own).
-                Err(Reject::Bulkhead(Denied::Closed) | Reject::ShuttingDown)
-                    if handle.is_retiring() || !handle.is_alive() =>
-                {
-                    retiring += usize::from(handle.is_retiring());
-                    continue;
-                }
-                Err(Reject::Bulkhead(Denied::Closed) | Reject::ShuttingDown) => {
-                    return Err(RouteError::ShuttingDown {
-                        attempts: attempts.into_vec(),
-                    });
-                }
-            };
-            let reserved = match retry::reserve(handle, attempter.estimate()) {
-                Ok(reserved) => reserved,
-                Err(over) => {
-                    admitted.withdraw();
-                    let retry_after = over.retry_after;
-                    earliest = Some(earliest.map_or(retry_after, |e| e.min(retry_after)));
-                    skip(&mut attempts, AttemptOutcome::SkippedBudget { retry_after });
-                    continue;
                 }
             };
             called = true;
-            match attempt(
+            let step = attempt(
                 view,
                 index,
-                Admission::General(admitted, reserved),
+                admission,
                 deadline,
                 &mut attempter,
                 &mut attempts,
             )
-            .await
-            {
-                Step::Served(value) => {
-                    return Ok(served(view, first, index, value, attempts));
-                }
-                Step::Next(error) => {
-                    failed_larger |= too_long.is_some();
-                    last = Some(error);
-                }
-                Step::TooLong(error) => {
-                    let window = retry::max_context(handle).unwrap_or(0);
-                    too_long = Some((window, error));
-                }
-                step => return step.end(view, attempts),
+            .await;
+            if let Some(end) = failover.step(step, view, index, &mut attempts) {
+                return end;
             }
         }
-        if let Some((_, error)) = too_long.take_if(|_| !failed_larger) {
+        if let Some((_, error)) = failover.too_long.take_if(|_| !failover.failed_larger) {
             // No larger window could serve it: the caller's request does not fit.
             return Err(RouteError::NotRetryable {
                 error,
@@ -440,7 +529,7 @@ where
                 attempts: attempts.into_vec(),
             });
         }
-        if let Some(last) = last {
+        if let Some(last) = failover.last.take() {
             return Err(RouteError::Exhausted {
                 last,
                 attempts: attempts.into_vec(),
@@ -469,7 +558,7 @@ where
                                 });
                             }
                         };
-                        match attempt(
+                        let step = attempt(
                             view,
                             index,
                             Admission::General(admitted, reserved),
@@ -477,13 +566,14 @@ where
                             &mut attempter,
                             &mut attempts,
                         )
-                        .await
-                        {
+                        .await;
+                        // The queued member is the last chance: any step ends the call.
+                        return match step {
                             Step::Served(value) => {
-                                return Ok(served(view, first, index, value, attempts));
+                                Ok(served(view, failover.first, index, value, attempts))
                             }
-                            step => return step.end(view, attempts),
-                        }
+                            step => step.end(view, attempts),
+                        };
                     }
                     // Waited the queue timeout, or the circuit changed meanwhile: counted as
                     // a saturated skip, then as unavailable below.
@@ -552,9 +642,11 @@ impl<T, E> Step<T, E> {
 }
 
 /// How a member was admitted for its first try.
-enum Admission<'h> {
+enum Admission<'h, E> {
     /// On the plain path (no deadline, no budget).
     Plain(Ticket<'h>),
+    /// On the plain path, by the fast first pass, whose try failed (not yet reported).
+    Failed(Failed<E>),
     /// By the general path, with its budget reservation if it has a budget.
     General(
         Admitted<&'h ProviderHandle>,
@@ -566,7 +658,7 @@ enum Admission<'h> {
 async fn attempt<'h, T, E, A>(
     view: &'h RouteView,
     index: usize,
-    admission: Admission<'h>,
+    admission: Admission<'h, E>,
     deadline: Option<Instant>,
     attempter: &mut A,
     attempts: &mut Attempts,
@@ -577,7 +669,10 @@ where
     let member = &view.members[index];
     let handle = &member.handle;
     let provider = handle.id();
-    retry::deposit(view, handle);
+    // The fast first pass deposited for the try it made.
+    if !matches!(admission, Admission::Failed(_)) {
+        retry::deposit(view, handle);
+    }
     let mut admission = Some(admission);
     let mut reserved = None;
     let mut tries = 1;
@@ -608,6 +703,22 @@ where
                             .await
                     }
                 }
+            }
+            Some(Admission::Failed(failed)) => {
+                let ticket = Ticket::rebind(handle, failed.unbound);
+                let mut reporting =
+                    std::pin::pin!(attempt::Attempt::<
+                            '_,
+                            std::future::Ready<Result<T, E>>,
+                            T,
+                            E,
+                        >::plain_failed_as(
+                            ticket, failed.clock, failed.error, failed.verdict,
+                        ));
+                std::future::poll_fn(|cx| {
+                    reporting.as_mut().poll_attempt(cx, &|_: &E| failed.verdict)
+                })
+                .await
             }
             None => unreachable!("every try is admitted"),
         };
@@ -682,7 +793,7 @@ where
 
 /// The answer of a routed call served by member `index`, counted as a fallback when the
 /// first member considered was another.
-fn served<T>(
+pub(super) fn served<T>(
     view: &RouteView,
     first: Option<usize>,
     index: usize,

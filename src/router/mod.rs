@@ -41,6 +41,7 @@
 mod actor;
 mod attempt;
 mod failover;
+mod fast;
 mod ramp;
 mod retry;
 mod status;
@@ -57,7 +58,8 @@ pub use actor::{
     PROMOTE_AT_PERCENT,
 };
 pub use attempt::{Attempt, AttemptOutcome, Attempts, Routed};
-pub(crate) use failover::{run, Attempter, Calls};
+pub(crate) use failover::{run, Attempter, Calls, Resume};
+pub(crate) use fast::{PlainAttempter, Routing};
 pub use ramp::SLOW_START_FLOOR_PERCENT;
 pub(crate) use retry::{on_content_policy, Classified, MeteredCalls};
 pub use status::{RouteMember, RouteStatus, RouterStatus};

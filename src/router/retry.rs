@@ -220,7 +220,7 @@ pub(crate) async fn on_content_policy<T, E, A: Attempter<T, E>>(
         let later = std::mem::replace(attempts, before.clone());
         attempts.extend(later);
     };
-    match super::run(fallback, attempter).await {
+    match super::run(fallback, attempter, super::Resume::default()).await {
         Ok(mut routed) => {
             let mut all = before.clone();
             all.extend(routed.attempts);

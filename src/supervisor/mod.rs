@@ -417,17 +417,43 @@ impl Supervisor {
     ///
     /// As for [`call`](Self::call): dropping the future gives back whatever the current
     /// attempt held.
-    pub async fn route<T, E, F, Fut>(&self, route: &str, op: F) -> Result<Routed<T>, RouteError<E>>
+    pub fn route<'a, T, E, F, Fut>(
+        &'a self,
+        route: &'a str,
+        op: F,
+    ) -> impl Future<Output = Result<Routed<T>, RouteError<E>>> + 'a
     where
-        E: Classify,
-        F: FnMut(ProviderId) -> Fut,
-        Fut: Future<Output = Result<T, E>>,
+        E: Classify + 'a,
+        F: FnMut(ProviderId) -> Fut + 'a,
+        Fut: Future<Output = Result<T, E>> + 'a,
+        T: 'a,
     {
         let calls = router::Calls {
-            classify: E::verdict,
+            classify: E::verdict as fn(&E) -> Verdict,
             op,
         };
-        self.run_route(route, router::Classified(calls)).await
+        self.routing(route, router::Classified(calls))
+    }
+
+    /// A routed call's future: the fast first pass (`router::Routing`), which hands over to
+    /// [`run_route_from`](Self::run_route_from) whenever the common case does not hold.
+    #[inline(always)]
+    fn routing<'a, T, E, A>(
+        &'a self,
+        route: &'a str,
+        attempter: A,
+    ) -> impl Future<Output = Result<Routed<T>, RouteError<E>>> + 'a
+    where
+        A: router::PlainAttempter<T, E> + 'a,
+        T: 'a,
+        E: 'a,
+    {
+        router::Routing::new(
+            route,
+            self.table(),
+            attempter,
+            move |attempter, table, resume| self.run_route_from(route, table, attempter, resume),
+        )
     }
 
     /// Like [`route`](Self::route), for a call that declares the tokens it expects to use
@@ -515,18 +541,20 @@ impl Supervisor {
     /// # Errors
     ///
     /// As for [`route`](Self::route).
-    pub async fn route_with<T, E, C, F, Fut>(
-        &self,
-        route: &str,
+    pub fn route_with<'a, T, E, C, F, Fut>(
+        &'a self,
+        route: &'a str,
         classify: C,
         op: F,
-    ) -> Result<Routed<T>, RouteError<E>>
+    ) -> impl Future<Output = Result<Routed<T>, RouteError<E>>> + 'a
     where
-        C: Fn(&E) -> Verdict,
-        F: FnMut(ProviderId) -> Fut,
-        Fut: Future<Output = Result<T, E>>,
+        C: Fn(&E) -> Verdict + 'a,
+        F: FnMut(ProviderId) -> Fut + 'a,
+        Fut: Future<Output = Result<T, E>> + 'a,
+        T: 'a,
+        E: 'a,
     {
-        self.run_route(route, router::Calls { classify, op }).await
+        self.routing(route, router::Calls { classify, op })
     }
 
     /// Opens a streamed call to `provider` (see [`crate::stream`]): `op` establishes the
@@ -622,13 +650,28 @@ impl Supervisor {
     async fn run_route<T, E, A>(
         &self,
         route: &str,
-        mut attempter: A,
+        attempter: A,
     ) -> Result<Routed<T>, RouteError<E>>
     where
         A: router::Attempter<T, E>,
     {
+        self.run_route_from(route, self.table(), attempter, router::Resume::default())
+            .await
+    }
+
+    /// The failover loop of a routed call on `route` of `table`, from `resume`; then a
+    /// content-policy refusal goes on over the route's fallback route.
+    async fn run_route_from<T, E, A>(
+        &self,
+        route: &str,
         // The table's guard is held for the call (no reference count is touched).
-        let table = self.table();
+        table: arc_swap::Guard<Arc<Table>>,
+        mut attempter: A,
+        resume: router::Resume<T, E>,
+    ) -> Result<Routed<T>, RouteError<E>>
+    where
+        A: router::Attempter<T, E>,
+    {
         let Some(view) = table.routes.get(route) else {
             return Err(RouteError::UnknownRoute(route.to_owned()));
         };
@@ -636,8 +679,12 @@ impl Supervisor {
             .then(|| tracing::debug_span!("fusebox.route", route))
             .filter(|span| !span.is_disabled());
         let routed = match traced {
-            None => router::run(view, &mut attempter).await,
-            Some(span) => router::run(view, &mut attempter).instrument(span).await,
+            None => router::run(view, &mut attempter, resume).await,
+            Some(span) => {
+                router::run(view, &mut attempter, resume)
+                    .instrument(span)
+                    .await
+            }
         };
         match routed {
             Err(RouteError::NotRetryable { error, attempts })

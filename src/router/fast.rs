@@ -1,0 +1,416 @@
+//! The fast first pass of a routed call: a hand-written future for the common case, a route
+//! walked in its published order whose first member that can take the call is admitted on
+//! the plain path (see `ProviderHandle::admit_plain`).
+//!
+//! Members rejected without their actor (open, isolated, half-open with every trial slot
+//! taken) are skipped into the trace as the failover loop would skip them; the first member
+//! admitted on the plain path is called, and its success is the routed call's answer. Any
+//! other turn (a member that needs the general admission, a failure to fail over from, every
+//! member skipped, a route with a deadline or a per-call policy, debug tracing on) hands
+//! what the pass has done to the failover loop ([`Resume`]), which goes on from there: the
+//! pass never decides differently from the loop, it only gets there with less machinery.
+//!
+//! The pass holds the table's guard for the call and the admission of the member it calls
+//! unbound from its handle (`Ticket::unbind`): the handle lives in the table the future
+//! holds, so it is looked up again (by the route's name, in the same table) whenever it is
+//! needed across polls. Dropped mid-call, the future gives that admission back
+//! ([`PinnedDrop`](pin_project_lite)).
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::Guard;
+use pin_project_lite::pin_project;
+
+use super::failover::{self, Attempter, Calls, Failed, Resume};
+use super::retry::{self, Classified};
+use super::table::{AttemptResult, RouteView, Table};
+use super::{Attempt, AttemptOutcome, Attempts, Routed};
+use crate::attempt::{self as one, PlainClock};
+use crate::provider::{Reject, Ticket};
+use crate::{CircuitState, Classify, ProviderId, RouteError, Verdict};
+
+/// An attempter whose attempts the fast pass can run itself: an operation called with each
+/// provider's id, and a verdict on its errors.
+pub(crate) trait PlainAttempter<T, E>: Attempter<T, E> {
+    /// The operation's future.
+    type Fut: Future<Output = Result<T, E>>;
+
+    /// Calls the operation for `provider`.
+    fn start(&mut self, provider: ProviderId) -> Self::Fut;
+
+    /// What an error says about the provider.
+    fn verdict(&self, error: &E) -> Verdict;
+}
+
+impl<T, E, C, F, Fut> PlainAttempter<T, E> for Calls<C, F>
+where
+    C: Fn(&E) -> Verdict,
+    F: FnMut(ProviderId) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    type Fut = Fut;
+
+    #[inline(always)]
+    fn start(&mut self, provider: ProviderId) -> Fut {
+        (self.op)(provider)
+    }
+
+    fn verdict(&self, error: &E) -> Verdict {
+        (self.classify)(error)
+    }
+}
+
+impl<T, E: Classify, A: PlainAttempter<T, E>> PlainAttempter<T, E> for Classified<A> {
+    type Fut = A::Fut;
+
+    #[inline(always)]
+    fn start(&mut self, provider: ProviderId) -> A::Fut {
+        self.0.start(provider)
+    }
+
+    fn verdict(&self, error: &E) -> Verdict {
+        self.0.verdict(error)
+    }
+}
+
+pin_project! {
+    /// A routed call: the fast first pass, or the failover loop it handed over to.
+    pub(crate) struct Routing<'a, T, E, A, Fut, Mk, G> {
+        name: &'a str,
+        #[pin]
+        stage: Stage<Fut, G>,
+        // What the pass hands over (taken then).
+        attempter: Option<A>,
+        general: Option<Mk>,
+        // The trace so far, the first member considered, the earliest `retry_after` skipped.
+        attempts: Attempts,
+        first: Option<usize>,
+        earliest: Option<Duration>,
+        // Declared after `stage`, so dropped after it: the stage's admission is given back
+        // while its handle is still alive.
+        table: Option<Guard<Arc<Table>>>,
+        _answer: PhantomData<fn() -> (T, E)>,
+    }
+
+    impl<'a, T, E, A, Fut, Mk, G> PinnedDrop for Routing<'a, T, E, A, Fut, Mk, G> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            if let StageProj::Plain { .. } = this.stage.as_mut().project() {
+                // The operation's future is dropped first, then its admission is given back
+                // (as a cancellation).
+                if let StageOwn::Plain { index, unbound, .. } =
+                    this.stage.as_mut().project_replace(Stage::Done)
+                {
+                    if let Some(view) = this.table.as_ref().and_then(|t| t.routes.get(*this.name)) {
+                        drop(Ticket::rebind(&view.members[index].handle, unbound));
+                    }
+                }
+            }
+        }
+    }
+}
+
+pin_project! {
+    #[project = StageProj]
+    #[project_replace = StageOwn]
+    enum Stage<Fut, G> {
+        Start,
+        // Calling member `index`, admitted on the plain path.
+        Plain {
+            #[pin]
+            fut: Fut,
+            unbound: u64,
+            clock: PlainClock,
+            index: usize,
+        },
+        // The failover loop, from where the pass left it: boxed, so that the fast pass's
+        // future stays small (it is moved when the call is made, and its stage replaced as
+        // it goes), at one allocation for a call that hands over.
+        General { fut: Pin<Box<G>> },
+        Done,
+    }
+}
+
+impl<'a, T, E, A, Mk, G> Routing<'a, T, E, A, A::Fut, Mk, G>
+where
+    A: PlainAttempter<T, E>,
+    Mk: FnOnce(A, Guard<Arc<Table>>, Resume<T, E>) -> G,
+    G: Future<Output = Result<Routed<T>, RouteError<E>>>,
+{
+    /// A routed call on route `name` of `table`. `general` starts the failover loop from a
+    /// [`Resume`].
+    #[inline(always)]
+    pub(crate) fn new(name: &'a str, table: Guard<Arc<Table>>, attempter: A, general: Mk) -> Self {
+        Routing {
+            name,
+            stage: Stage::Start,
+            attempter: Some(attempter),
+            general: Some(general),
+            attempts: Attempts::new(),
+            first: None,
+            earliest: None,
+            table: Some(table),
+            _answer: PhantomData,
+        }
+    }
+}
+
+/// Where the fast pass's walk ended.
+enum Walk<'v> {
+    /// At a member admitted on the plain path.
+    Call(usize, Ticket<'v>),
+    /// At the member the failover loop goes on from (the number of members: past the last).
+    From(usize),
+}
+
+impl<'v> Walk<'v> {
+    /// The member to call, or where the loop goes on from. (Consumed in the match, so that
+    /// the walk's borrow of the table ends with the statement.)
+    fn into_call(self) -> Result<(usize, Ticket<'v>), usize> {
+        match self {
+            Walk::Call(index, ticket) => Ok((index, ticket)),
+            Walk::From(from) => Err(from),
+        }
+    }
+}
+
+/// Whether the fast pass may walk this route: its order is the published one as it is, no
+/// deadline bounds its attempts, and no debug span is wanted.
+#[inline]
+fn walkable(view: &RouteView) -> bool {
+    view.config.deadline.is_none()
+        && failover::published_order(view)
+        && !tracing::level_enabled!(tracing::Level::DEBUG)
+}
+
+/// Walks the route's members in order from the first: skips those rejected without their
+/// actor into the trace, and stops at the first admitted on the plain path, or at one the
+/// failover loop must decide. A route the pass may not walk goes to the loop from scratch.
+#[inline(always)]
+fn walk<'v>(
+    view: &'v RouteView,
+    attempts: &mut Attempts,
+    first: &mut Option<usize>,
+    earliest: &mut Option<Duration>,
+) -> Walk<'v> {
+    if !walkable(view) {
+        return Walk::From(0);
+    }
+    for (index, member) in view.members.iter().enumerate() {
+        let handle = &member.handle;
+        first.get_or_insert(index);
+        if let Some(ticket) = handle.admit_plain() {
+            return Walk::Call(index, ticket);
+        }
+        let outcome = match handle.reject_early() {
+            Some(Reject::Circuit(r)) if r.state == CircuitState::Isolated => {
+                AttemptOutcome::SkippedIsolated
+            }
+            Some(Reject::Circuit(r)) => {
+                let retry_after = r.retry_after.unwrap_or_default();
+                *earliest = Some(earliest.map_or(retry_after, |e| e.min(retry_after)));
+                AttemptOutcome::SkippedOpen { retry_after }
+            }
+            // Anything else is the failover loop's to decide, from this member.
+            _ => return Walk::From(index),
+        };
+        member.counters.add(failover::result_of(&outcome));
+        attempts.push(Attempt {
+            provider: handle.id().clone(),
+            outcome,
+            elapsed: Duration::ZERO,
+        });
+    }
+    // Every member skipped: the loop decides what an unavailable route answers (or waits,
+    // under `AllOpen::Wait`).
+    Walk::From(view.members.len())
+}
+
+impl<'a, T, E, A, Mk, G> Future for Routing<'a, T, E, A, A::Fut, Mk, G>
+where
+    A: PlainAttempter<T, E>,
+    Mk: FnOnce(A, Guard<Arc<Table>>, Resume<T, E>) -> G,
+    G: Future<Output = Result<Routed<T>, RouteError<E>>>,
+{
+    type Output = Result<Routed<T>, RouteError<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        // The plain attempt's outcome, with its member's index, the route and its handle
+        // borrowed from the table for the rest of this poll.
+        let (output, index, unbound, clock, view) = 'ended: {
+            match this.stage.as_mut().project() {
+                StageProj::General { fut } => return fut.as_mut().poll(cx),
+                StageProj::Done => panic!("routed call polled after it was ready"),
+                StageProj::Start => {
+                    let table = this.table.as_ref().expect("held until the hand-over");
+                    let Some(view) = table.routes.get(*this.name) else {
+                        return Poll::Ready(Err(RouteError::UnknownRoute((*this.name).to_owned())));
+                    };
+                    let from = match walk(view, this.attempts, this.first, this.earliest)
+                        .into_call()
+                    {
+                        Ok((index, ticket)) => {
+                            let handle = &view.members[index].handle;
+                            retry::deposit(view, handle);
+                            let clock = PlainClock::start(&ticket, true);
+                            let unbound = ticket.unbind();
+                            let attempter =
+                                this.attempter.as_mut().expect("held until the hand-over");
+                            this.stage.set(Stage::Plain {
+                                fut: attempter.start(handle.id().clone()),
+                                unbound,
+                                clock,
+                                index,
+                            });
+                            let StageProj::Plain { fut, clock, .. } = this.stage.as_mut().project()
+                            else {
+                                unreachable!("the call was just made plain")
+                            };
+                            let Poll::Ready(output) = fut.poll(cx) else {
+                                clock.suspend();
+                                return Poll::Pending;
+                            };
+                            let StageOwn::Plain { unbound, clock, .. } =
+                                this.stage.as_mut().project_replace(Stage::Done)
+                            else {
+                                unreachable!("the call was plain")
+                            };
+                            break 'ended (output, index, unbound, clock, view);
+                        }
+                        Err(from) => from,
+                    };
+                    hand_over(
+                        this.stage.as_mut(),
+                        this.table,
+                        this.attempter,
+                        this.general,
+                        this.attempts,
+                        *this.first,
+                        from,
+                        *this.earliest,
+                        None,
+                    );
+                    return this.stage.as_mut().poll_general(cx);
+                }
+                StageProj::Plain { fut, clock, .. } => {
+                    let Poll::Ready(output) = fut.poll(cx) else {
+                        clock.suspend();
+                        return Poll::Pending;
+                    };
+                    // The operation's future is dropped here, before the outcome is recorded.
+                    let StageOwn::Plain {
+                        unbound,
+                        clock,
+                        index,
+                        ..
+                    } = this.stage.as_mut().project_replace(Stage::Done)
+                    else {
+                        unreachable!("the call was plain")
+                    };
+                    let table = this.table.as_ref().expect("held until the hand-over");
+                    let view = table.routes.get(*this.name).expect("the same table");
+                    (output, index, unbound, clock, view)
+                }
+            }
+        };
+        let member = &view.members[index];
+        let ticket = Ticket::rebind(&member.handle, unbound);
+        match output {
+            Ok(value) => {
+                let elapsed = one::plain_success(ticket, clock).unwrap_or_default();
+                member.counters.add(AttemptResult::Success);
+                let mut attempts = std::mem::replace(this.attempts, Attempts::new());
+                attempts.push(Attempt {
+                    provider: member.handle.id().clone(),
+                    outcome: AttemptOutcome::Succeeded,
+                    elapsed,
+                });
+                Poll::Ready(Ok(failover::served(
+                    view,
+                    *this.first,
+                    index,
+                    value,
+                    attempts,
+                )))
+            }
+            Err(error) => {
+                // Reported, traced and failed over from by the loop.
+                let verdict = this
+                    .attempter
+                    .as_ref()
+                    .expect("held until the hand-over")
+                    .verdict(&error);
+                let failed = Failed {
+                    index,
+                    unbound: ticket.unbind(),
+                    clock,
+                    verdict,
+                    error,
+                };
+                hand_over(
+                    this.stage.as_mut(),
+                    this.table,
+                    this.attempter,
+                    this.general,
+                    this.attempts,
+                    *this.first,
+                    index + 1,
+                    *this.earliest,
+                    Some(failed),
+                );
+                this.stage.as_mut().poll_general(cx)
+            }
+        }
+    }
+}
+
+impl<Fut, G: Future> Stage<Fut, G> {
+    /// Polls the failover loop the call was handed over to.
+    fn poll_general(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<G::Output> {
+        match self.project() {
+            StageProj::General { fut } => fut.as_mut().poll(cx),
+            _ => unreachable!("the call was handed over"),
+        }
+    }
+}
+
+/// Hands the call over to the failover loop: from member `from` of the pass's walk, with
+/// its trace and the attempt that `failed` there.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn hand_over<T, E, A, Fut, Mk, G>(
+    mut stage: Pin<&mut Stage<Fut, G>>,
+    table: &mut Option<Guard<Arc<Table>>>,
+    attempter: &mut Option<A>,
+    general: &mut Option<Mk>,
+    attempts: &mut Attempts,
+    first: Option<usize>,
+    from: usize,
+    earliest: Option<Duration>,
+    failed: Option<Failed<E>>,
+) where
+    Mk: FnOnce(A, Guard<Arc<Table>>, Resume<T, E>) -> G,
+{
+    let taken = "held until the hand-over";
+    let resume = Resume {
+        attempts: std::mem::replace(attempts, Attempts::new()),
+        first,
+        from,
+        earliest,
+        failed,
+        _served: PhantomData,
+    };
+    let general = general.take().expect(taken);
+    let fut = general(
+        attempter.take().expect(taken),
+        table.take().expect(taken),
+        resume,
+    );
+    stage.set(Stage::General { fut: Box::pin(fut) });
+}
