@@ -150,6 +150,7 @@ pub mod router;
 pub mod server;
 pub mod stream;
 mod supervisor;
+mod tally;
 #[cfg(feature = "mock-server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mock-server")))]
 pub mod testing;

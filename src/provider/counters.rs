@@ -68,6 +68,8 @@ struct Stripe {
 #[derive(Debug)]
 pub(crate) struct Counters {
     stripes: Box<[Stripe]>,
+    /// The counts added with [`add`](Counters::add): each thread on a line of its own.
+    plain: crate::tally::Tally<COUNTS>,
 }
 
 fn stripe_count() -> usize {
@@ -109,6 +111,7 @@ impl Counters {
     pub(crate) fn new() -> Self {
         Counters {
             stripes: (0..stripe_count()).map(|_| Stripe::default()).collect(),
+            plain: crate::tally::Tally::default(),
         }
     }
 
@@ -118,9 +121,11 @@ impl Counters {
         &self.stripes[slot]
     }
 
-    #[inline]
+    /// Adds `n` to a count nothing pairs with the shutdown flag (a rejection, a timeout):
+    /// on this thread's own line, without a read-modify-write (see [`crate::tally`]).
+    #[inline(always)]
     pub(crate) fn add(&self, count: Count, n: u64) {
-        self.stripe().counts[count as usize].fetch_add(n, Relaxed);
+        self.plain.add(count as usize, n);
     }
 
     /// Counts the end of a call admitted on the lock-free path (ignored, cancelled, stale or
@@ -198,7 +203,7 @@ impl Counters {
         self.stripes
             .iter()
             .map(|s| s.counts[count as usize].load(Ordering::SeqCst))
-            .fold(0, u64::wrapping_add)
+            .fold(self.plain.get(count as usize), u64::wrapping_add)
     }
 }
 

@@ -23,12 +23,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use arc_swap::Guard;
 use pin_project_lite::pin_project;
 
 use super::failover::{self, Attempter, Calls, Failed, Resume};
 use super::retry::{self, Classified};
-use super::table::{AttemptResult, RouteView, Table};
+use super::table::{with_table, AttemptResult, RouteView, Table, Tables};
 use super::{Attempt, AttemptOutcome, Attempts, Routed};
 use crate::attempt::{self as one, PlainClock};
 use crate::provider::{Reject, Ticket};
@@ -80,6 +79,7 @@ impl<T, E: Classify, A: PlainAttempter<T, E>> PlainAttempter<T, E> for Classifie
 
 pin_project! {
     /// A routed call: the fast first pass, or the failover loop it handed over to.
+    #[project = RoutingProj]
     pub(crate) struct Routing<'a, T, E, A, Fut, Mk, G> {
         name: &'a str,
         #[pin]
@@ -91,9 +91,12 @@ pin_project! {
         attempts: Attempts,
         first: Option<usize>,
         earliest: Option<Duration>,
-        // Declared after `stage`, so dropped after it: the stage's admission is given back
-        // while its handle is still alive.
-        table: Option<Guard<Arc<Table>>>,
+        tables: &'a Tables,
+        // The table the call reads, once it must keep it past a poll (the operation it calls
+        // is pending): within a poll it is borrowed from this thread's cache. Declared after
+        // `stage`, so dropped after it: the stage's admission is given back while its handle
+        // is still alive.
+        table: Option<Arc<Table>>,
         _answer: PhantomData<fn() -> (T, E)>,
     }
 
@@ -106,7 +109,8 @@ pin_project! {
                 if let StageOwn::Plain { index, unbound, .. } =
                     this.stage.as_mut().project_replace(Stage::Done)
                 {
-                    if let Some(view) = this.table.as_ref().and_then(|t| t.routes.get(*this.name)) {
+                    if let Some(view) = this.table.as_ref().and_then(|t| t.routes.get(*this.name))
+                    {
                         drop(Ticket::rebind(&view.members[index].handle, unbound));
                     }
                 }
@@ -139,13 +143,13 @@ pin_project! {
 impl<'a, T, E, A, Mk, G> Routing<'a, T, E, A, A::Fut, Mk, G>
 where
     A: PlainAttempter<T, E>,
-    Mk: FnOnce(A, Guard<Arc<Table>>, Resume<T, E>) -> G,
+    Mk: FnOnce(A, Arc<Table>, Resume<T, E>) -> G,
     G: Future<Output = Result<Routed<T>, RouteError<E>>>,
 {
-    /// A routed call on route `name` of `table`. `general` starts the failover loop from a
-    /// [`Resume`].
+    /// A routed call on route `name` of the tables published in `tables`. `general` starts
+    /// the failover loop from a [`Resume`].
     #[inline(always)]
-    pub(crate) fn new(name: &'a str, table: Guard<Arc<Table>>, attempter: A, general: Mk) -> Self {
+    pub(crate) fn new(name: &'a str, tables: &'a Tables, attempter: A, general: Mk) -> Self {
         Routing {
             name,
             stage: Stage::Start,
@@ -154,7 +158,8 @@ where
             attempts: Attempts::new(),
             first: None,
             earliest: None,
-            table: Some(table),
+            tables,
+            table: None,
             _answer: PhantomData,
         }
     }
@@ -234,138 +239,172 @@ fn walk<'v>(
 impl<'a, T, E, A, Mk, G> Future for Routing<'a, T, E, A, A::Fut, Mk, G>
 where
     A: PlainAttempter<T, E>,
-    Mk: FnOnce(A, Guard<Arc<Table>>, Resume<T, E>) -> G,
+    Mk: FnOnce(A, Arc<Table>, Resume<T, E>) -> G,
     G: Future<Output = Result<Routed<T>, RouteError<E>>>,
 {
     type Output = Result<Routed<T>, RouteError<E>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        // The plain attempt's outcome, with its member's index, the route and its handle
-        // borrowed from the table for the rest of this poll.
-        let (output, index, unbound, clock, view) = 'ended: {
-            match this.stage.as_mut().project() {
-                StageProj::General { fut } => return fut.as_mut().poll(cx),
-                StageProj::Done => panic!("routed call polled after it was ready"),
-                StageProj::Start => {
-                    let table = this.table.as_ref().expect("held until the hand-over");
-                    let Some(view) = table.routes.get(*this.name) else {
-                        return Poll::Ready(Err(RouteError::UnknownRoute((*this.name).to_owned())));
-                    };
-                    let from = match walk(view, this.attempts, this.first, this.earliest)
-                        .into_call()
-                    {
-                        Ok((index, ticket)) => {
-                            let handle = &view.members[index].handle;
-                            retry::deposit(view, handle);
-                            let clock = PlainClock::start(&ticket, true);
-                            let unbound = ticket.unbind();
-                            let attempter =
-                                this.attempter.as_mut().expect("held until the hand-over");
-                            this.stage.set(Stage::Plain {
-                                fut: attempter.start(handle.id().clone()),
-                                unbound,
-                                clock,
-                                index,
-                            });
-                            let StageProj::Plain { fut, clock, .. } = this.stage.as_mut().project()
-                            else {
-                                unreachable!("the call was just made plain")
-                            };
-                            let Poll::Ready(output) = fut.poll(cx) else {
-                                clock.suspend();
-                                return Poll::Pending;
-                            };
-                            let StageOwn::Plain { unbound, clock, .. } =
-                                this.stage.as_mut().project_replace(Stage::Done)
-                            else {
-                                unreachable!("the call was plain")
-                            };
-                            break 'ended (output, index, unbound, clock, view);
-                        }
-                        Err(from) => from,
-                    };
-                    hand_over(
-                        this.stage.as_mut(),
-                        this.table,
-                        this.attempter,
-                        this.general,
-                        this.attempts,
-                        *this.first,
-                        from,
-                        *this.earliest,
-                        None,
-                    );
-                    return this.stage.as_mut().poll_general(cx);
-                }
-                StageProj::Plain { fut, clock, .. } => {
-                    let Poll::Ready(output) = fut.poll(cx) else {
-                        clock.suspend();
-                        return Poll::Pending;
-                    };
-                    // The operation's future is dropped here, before the outcome is recorded.
-                    let StageOwn::Plain {
-                        unbound,
-                        clock,
-                        index,
-                        ..
-                    } = this.stage.as_mut().project_replace(Stage::Done)
-                    else {
-                        unreachable!("the call was plain")
-                    };
-                    let table = this.table.as_ref().expect("held until the hand-over");
-                    let view = table.routes.get(*this.name).expect("the same table");
-                    (output, index, unbound, clock, view)
-                }
+        match this.stage.as_mut().project() {
+            StageProj::General { fut } => fut.as_mut().poll(cx),
+            StageProj::Done => panic!("routed call polled after it was ready"),
+            StageProj::Start => {
+                let tables = *this.tables;
+                with_table(tables, |table| start(&mut this, table, cx))
             }
-        };
-        let member = &view.members[index];
-        let ticket = Ticket::rebind(&member.handle, unbound);
-        match output {
-            Ok(value) => {
-                let elapsed = one::plain_success(ticket, clock).unwrap_or_default();
-                member.counters.add(AttemptResult::Success);
-                let mut attempts = std::mem::replace(this.attempts, Attempts::new());
-                attempts.push(Attempt {
-                    provider: member.handle.id().clone(),
-                    outcome: AttemptOutcome::Succeeded,
-                    elapsed,
-                });
-                Poll::Ready(Ok(failover::served(
-                    view,
-                    *this.first,
-                    index,
-                    value,
-                    attempts,
-                )))
-            }
-            Err(error) => {
-                // Reported, traced and failed over from by the loop.
-                let verdict = this
-                    .attempter
-                    .as_ref()
-                    .expect("held until the hand-over")
-                    .verdict(&error);
-                let failed = Failed {
-                    index,
-                    unbound: ticket.unbind(),
-                    clock,
-                    verdict,
-                    error,
+            StageProj::Plain { fut, clock, .. } => {
+                let Poll::Ready(output) = fut.poll(cx) else {
+                    clock.suspend();
+                    return Poll::Pending;
                 };
-                hand_over(
-                    this.stage.as_mut(),
-                    this.table,
-                    this.attempter,
-                    this.general,
-                    this.attempts,
-                    *this.first,
-                    index + 1,
-                    *this.earliest,
-                    Some(failed),
-                );
-                this.stage.as_mut().poll_general(cx)
+                // The operation's future is dropped here, before the outcome is recorded.
+                let StageOwn::Plain {
+                    unbound,
+                    clock,
+                    index,
+                    ..
+                } = this.stage.as_mut().project_replace(Stage::Done)
+                else {
+                    unreachable!("the call was plain")
+                };
+                let table = this.table.take().expect("kept while the call was pending");
+                let ended = Ended {
+                    output,
+                    index,
+                    unbound,
+                    clock,
+                };
+                finish(&mut this, &table, ended, cx)
             }
+        }
+    }
+}
+
+/// How the plain attempt at member `index` ended.
+struct Ended<T, E> {
+    output: Result<T, E>,
+    index: usize,
+    unbound: u64,
+    clock: PlainClock,
+}
+
+type Proj<'p, 'a, T, E, A, Fut, Mk, G> = RoutingProj<'p, 'a, T, E, A, Fut, Mk, G>;
+
+/// The first poll: walks the route in `table` and calls the first member admitted on the
+/// plain path, or hands over.
+#[inline(always)]
+fn start<'a, T, E, A, Mk, G>(
+    this: &mut Proj<'_, 'a, T, E, A, A::Fut, Mk, G>,
+    table: &Arc<Table>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Routed<T>, RouteError<E>>>
+where
+    A: PlainAttempter<T, E>,
+    Mk: FnOnce(A, Arc<Table>, Resume<T, E>) -> G,
+    G: Future<Output = Result<Routed<T>, RouteError<E>>>,
+{
+    let Some(view) = table.routes.get(*this.name) else {
+        return Poll::Ready(Err(RouteError::UnknownRoute((*this.name).to_owned())));
+    };
+    let from = match walk(view, this.attempts, this.first, this.earliest).into_call() {
+        Ok((index, ticket)) => {
+            let handle = &view.members[index].handle;
+            retry::deposit(view, handle);
+            let clock = PlainClock::start(&ticket, true);
+            let unbound = ticket.unbind();
+            let attempter = this.attempter.as_mut().expect("held until the hand-over");
+            this.stage.set(Stage::Plain {
+                fut: attempter.start(handle.id().clone()),
+                unbound,
+                clock,
+                index,
+            });
+            let StageProj::Plain { fut, clock, .. } = this.stage.as_mut().project() else {
+                unreachable!("the call was just made plain")
+            };
+            let Poll::Ready(output) = fut.poll(cx) else {
+                clock.suspend();
+                // Kept past this poll: the handle it called lives in it.
+                *this.table = Some(table.clone());
+                return Poll::Pending;
+            };
+            let StageOwn::Plain { unbound, clock, .. } =
+                this.stage.as_mut().project_replace(Stage::Done)
+            else {
+                unreachable!("the call was plain")
+            };
+            let ended = Ended {
+                output,
+                index,
+                unbound,
+                clock,
+            };
+            return finish(this, table, ended, cx);
+        }
+        Err(from) => from,
+    };
+    hand_over(this, table.clone(), from, None);
+    this.stage.as_mut().poll_general(cx)
+}
+
+/// Records how the plain attempt ended: a success is the routed call's answer; a failure is
+/// handed over to the failover loop, which reports it and goes on.
+#[inline(always)]
+fn finish<'a, T, E, A, Mk, G>(
+    this: &mut Proj<'_, 'a, T, E, A, A::Fut, Mk, G>,
+    table: &Arc<Table>,
+    ended: Ended<T, E>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Routed<T>, RouteError<E>>>
+where
+    A: PlainAttempter<T, E>,
+    Mk: FnOnce(A, Arc<Table>, Resume<T, E>) -> G,
+    G: Future<Output = Result<Routed<T>, RouteError<E>>>,
+{
+    let Ended {
+        output,
+        index,
+        unbound,
+        clock,
+    } = ended;
+    let view = table.routes.get(*this.name).expect("the same table");
+    let member = &view.members[index];
+    let ticket = Ticket::rebind(&member.handle, unbound);
+    match output {
+        Ok(value) => {
+            let elapsed = one::plain_success(ticket, clock).unwrap_or_default();
+            member.counters.add(AttemptResult::Success);
+            let mut attempts = std::mem::replace(this.attempts, Attempts::new());
+            attempts.push(Attempt {
+                provider: member.handle.id().clone(),
+                outcome: AttemptOutcome::Succeeded,
+                elapsed,
+            });
+            Poll::Ready(Ok(failover::served(
+                view,
+                *this.first,
+                index,
+                value,
+                attempts,
+            )))
+        }
+        Err(error) => {
+            // Reported, traced and failed over from by the loop.
+            let verdict = this
+                .attempter
+                .as_ref()
+                .expect("held until the hand-over")
+                .verdict(&error);
+            let failed = Failed {
+                index,
+                unbound: ticket.unbind(),
+                clock,
+                verdict,
+                error,
+            };
+            hand_over(this, table.clone(), index + 1, Some(failed));
+            this.stage.as_mut().poll_general(cx)
         }
     }
 }
@@ -383,34 +422,24 @@ impl<Fut, G: Future> Stage<Fut, G> {
 /// Hands the call over to the failover loop: from member `from` of the pass's walk, with
 /// its trace and the attempt that `failed` there.
 #[inline(never)]
-#[allow(clippy::too_many_arguments)]
-fn hand_over<T, E, A, Fut, Mk, G>(
-    mut stage: Pin<&mut Stage<Fut, G>>,
-    table: &mut Option<Guard<Arc<Table>>>,
-    attempter: &mut Option<A>,
-    general: &mut Option<Mk>,
-    attempts: &mut Attempts,
-    first: Option<usize>,
+fn hand_over<'a, T, E, A, Fut, Mk, G>(
+    this: &mut Proj<'_, 'a, T, E, A, Fut, Mk, G>,
+    table: Arc<Table>,
     from: usize,
-    earliest: Option<Duration>,
     failed: Option<Failed<E>>,
 ) where
-    Mk: FnOnce(A, Guard<Arc<Table>>, Resume<T, E>) -> G,
+    Mk: FnOnce(A, Arc<Table>, Resume<T, E>) -> G,
 {
     let taken = "held until the hand-over";
     let resume = Resume {
-        attempts: std::mem::replace(attempts, Attempts::new()),
-        first,
+        attempts: std::mem::replace(this.attempts, Attempts::new()),
+        first: *this.first,
         from,
-        earliest,
+        earliest: *this.earliest,
         failed,
         _served: PhantomData,
     };
-    let general = general.take().expect(taken);
-    let fut = general(
-        attempter.take().expect(taken),
-        table.take().expect(taken),
-        resume,
-    );
-    stage.set(Stage::General { fut: Box::pin(fut) });
+    let general = this.general.take().expect(taken);
+    let fut = general(this.attempter.take().expect(taken), table, resume);
+    this.stage.set(Stage::General { fut: Box::pin(fut) });
 }

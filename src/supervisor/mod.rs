@@ -450,7 +450,7 @@ impl Supervisor {
     {
         router::Routing::new(
             route,
-            self.table(),
+            &self.inner.table,
             attempter,
             move |attempter, table, resume| self.run_route_from(route, table, attempter, resume),
         )
@@ -655,7 +655,8 @@ impl Supervisor {
     where
         A: router::Attempter<T, E>,
     {
-        self.run_route_from(route, self.table(), attempter, router::Resume::default())
+        let table = arc_swap::Guard::into_inner(self.table());
+        self.run_route_from(route, table, attempter, router::Resume::default())
             .await
     }
 
@@ -664,8 +665,7 @@ impl Supervisor {
     async fn run_route_from<T, E, A>(
         &self,
         route: &str,
-        // The table's guard is held for the call (no reference count is touched).
-        table: arc_swap::Guard<Arc<Table>>,
+        table: Arc<Table>,
         mut attempter: A,
         resume: router::Resume<T, E>,
     ) -> Result<Routed<T>, RouteError<E>>
