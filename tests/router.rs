@@ -524,3 +524,75 @@ async fn a_provider_may_serve_several_routes() {
     ));
     assert_eq!(fleet.get("shared").calls(), 3);
 }
+
+/// The fast first pass of a routed call gives back what it took however the call ends: an
+/// operation that panics in its first poll, a pending call that is dropped, a failure the
+/// failover loop takes over (reported, failed over from, and traced once).
+#[tokio::test(start_paused = true)]
+async fn the_fast_pass_gives_back_its_admission_on_panic_drop_and_failure() {
+    use std::future::Future;
+    use std::panic::AssertUnwindSafe;
+    use std::task::{Context, Waker};
+
+    let fuse = Supervisor::builder()
+        .provider(Provider::new("first").breaker(quiet_breaker()))
+        .provider(Provider::new("second").breaker(quiet_breaker()))
+        .route(Route::new("chat").providers(["first", "second"]))
+        .build()
+        .await
+        .unwrap();
+    let status = |name: &str| fuse.provider(name).unwrap().status();
+
+    // A panic in the operation's first poll.
+    let panicked = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let mut routed = std::pin::pin!(fuse.route("chat", |_| async {
+            panic!("the operation panicked");
+            #[allow(unreachable_code)]
+            Ok::<u64, Verdict>(1)
+        }));
+        let _ = routed
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()));
+    }));
+    assert!(panicked.is_err());
+    settle().await;
+    let first = status("first");
+    assert_eq!((first.in_flight, first.cancelled), (0, 1), "{first:?}");
+
+    // A call that is pending when it is dropped.
+    {
+        let mut routed =
+            std::pin::pin!(fuse.route("chat", |_| std::future::pending::<Result<u64, Verdict>>()));
+        let polled = routed
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()));
+        assert!(polled.is_pending());
+        assert_eq!(status("first").in_flight, 1);
+    }
+    settle().await;
+    let first = status("first");
+    assert_eq!((first.in_flight, first.cancelled), (0, 2), "{first:?}");
+
+    // A failure: the loop reports it and fails over, and the trace has it once.
+    let routed = fuse
+        .route("chat", |p: ProviderId| async move {
+            if p == "first" {
+                Err(Verdict::Failure)
+            } else {
+                Ok::<_, Verdict>(p.as_str().to_owned())
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(routed.value, "second");
+    assert_eq!(
+        outcomes(&routed.attempts),
+        vec![
+            ("first", AttemptOutcome::Failed(Verdict::Failure)),
+            ("second", AttemptOutcome::Succeeded)
+        ]
+    );
+    let first = status("first");
+    assert_eq!((first.in_flight, first.failed), (0, 1), "{first:?}");
+    assert_eq!(status("second").in_flight, 0);
+}

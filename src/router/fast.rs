@@ -27,7 +27,7 @@ use pin_project_lite::pin_project;
 
 use super::failover::{self, Attempter, Calls, Failed, Resume};
 use super::retry::{self, Classified};
-use super::table::{with_table, AttemptResult, RouteView, Table, Tables};
+use super::table::{AttemptResult, RouteView, Table, Tables};
 use super::{Attempt, AttemptOutcome, Attempts, Routed};
 use crate::attempt::{self as one, PlainClock};
 use crate::provider::{Reject, Ticket};
@@ -93,7 +93,7 @@ pin_project! {
         earliest: Option<Duration>,
         tables: &'a Tables,
         // The table the call reads, once it must keep it past a poll (the operation it calls
-        // is pending): within a poll it is borrowed from this thread's cache. Declared after
+        // is pending): within its first poll it holds an `arc_swap` guard. Declared after
         // `stage`, so dropped after it: the stage's admission is given back while its handle
         // is still alive.
         table: Option<Arc<Table>>,
@@ -250,8 +250,9 @@ where
             StageProj::General { fut } => fut.as_mut().poll(cx),
             StageProj::Done => panic!("routed call polled after it was ready"),
             StageProj::Start => {
-                let tables = *this.tables;
-                with_table(tables, |table| start(&mut this, table, cx))
+                // Held for this poll; cloned only if the call must keep it.
+                let table = this.tables.load();
+                start(&mut this, &table, cx)
             }
             StageProj::Plain { fut, clock, .. } => {
                 let Poll::Ready(output) = fut.poll(cx) else {
@@ -269,14 +270,31 @@ where
                     unreachable!("the call was plain")
                 };
                 let table = this.table.take().expect("kept while the call was pending");
+                let view = table.routes.get(*this.name).expect("the same table");
                 let ended = Ended {
                     output,
                     index,
                     unbound,
                     clock,
                 };
-                finish(&mut this, &table, ended, cx)
+                finish(&mut this, &table, view, ended, cx)
             }
+        }
+    }
+}
+
+/// Gives an unbound admission back when dropped: armed while an operation's first poll
+/// runs, so that a panic in it cancels the call (a routed call's future cannot reach the
+/// handle from its own drop before it keeps the table).
+struct GiveBack<'h> {
+    handle: &'h crate::ProviderHandle,
+    unbound: Option<u64>,
+}
+
+impl Drop for GiveBack<'_> {
+    fn drop(&mut self) {
+        if let Some(unbound) = self.unbound.take() {
+            drop(Ticket::rebind(self.handle, unbound));
         }
     }
 }
@@ -323,7 +341,15 @@ where
             let StageProj::Plain { fut, clock, .. } = this.stage.as_mut().project() else {
                 unreachable!("the call was just made plain")
             };
-            let Poll::Ready(output) = fut.poll(cx) else {
+            // Until the table is kept (below), only this frame can give the admission back
+            // if the operation panics.
+            let unwinding = GiveBack {
+                handle,
+                unbound: Some(unbound),
+            };
+            let polled = fut.poll(cx);
+            std::mem::forget(unwinding);
+            let Poll::Ready(output) = polled else {
                 clock.suspend();
                 // Kept past this poll: the handle it called lives in it.
                 *this.table = Some(table.clone());
@@ -340,7 +366,7 @@ where
                 unbound,
                 clock,
             };
-            return finish(this, table, ended, cx);
+            return finish(this, table, view, ended, cx);
         }
         Err(from) => from,
     };
@@ -354,6 +380,7 @@ where
 fn finish<'a, T, E, A, Mk, G>(
     this: &mut Proj<'_, 'a, T, E, A, A::Fut, Mk, G>,
     table: &Arc<Table>,
+    view: &RouteView,
     ended: Ended<T, E>,
     cx: &mut Context<'_>,
 ) -> Poll<Result<Routed<T>, RouteError<E>>>
@@ -368,7 +395,6 @@ where
         unbound,
         clock,
     } = ended;
-    let view = table.routes.get(*this.name).expect("the same table");
     let member = &view.members[index];
     let ticket = Ticket::rebind(&member.handle, unbound);
     match output {

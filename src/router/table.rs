@@ -308,42 +308,6 @@ impl Hasher for NameHasher {
 /// Where the router publishes its tables and calls read them.
 pub(crate) type Tables = Arc<arc_swap::ArcSwap<Table>>;
 
-thread_local! {
-    /// This thread's cached table, for the tables it read last: checking that it is still
-    /// the published one is one load of the published pointer, where reading the table
-    /// through `arc_swap` costs two read-modify-writes (a debt taken, a debt paid).
-    static CACHED: std::cell::RefCell<Option<arc_swap::Cache<Tables, Arc<Table>>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// Runs `f` with the table currently published in `tables`, from this thread's cache when
-/// it holds these tables (refreshed when the router has published since), without touching
-/// a reference count; `f` clones the `Arc` only to keep the table past its return. A call
-/// made while `f` runs on the same thread (a routed call inside a routed call's operation),
-/// or while the thread tears down, reads the table through `arc_swap` instead.
-#[inline]
-pub(crate) fn with_table<R>(tables: &Tables, f: impl FnOnce(&Arc<Table>) -> R) -> R {
-    let mut f = Some(f);
-    let cached = CACHED.try_with(|cell| {
-        let Ok(mut slot) = cell.try_borrow_mut() else {
-            return None;
-        };
-        let cache = match &mut *slot {
-            Some(cache) if std::ptr::eq(cache.arc_swap(), &**tables) => cache,
-            other => other.insert(arc_swap::Cache::new(tables.clone())),
-        };
-        let f = f.take().expect("called once");
-        Some(f(cache.load()))
-    });
-    match cached {
-        Ok(Some(answer)) => answer,
-        _ => {
-            let f = f.take().expect("called once");
-            f(&tables.load())
-        }
-    }
-}
-
 impl Table {
     /// The current state of a member, from its published gate.
     pub(crate) fn gate_reason(handle: &ProviderHandle) -> Option<Reason> {
