@@ -49,6 +49,11 @@ async fn supervisor() -> Supervisor {
         .provider(Provider::new("secondary"))
         .route(Route::new("healthy").providers(["plain", "secondary"]))
         .route(Route::new("fallback").providers(["open", "secondary"]))
+        .route(
+            Route::new("least_loaded")
+                .providers(["plain", "secondary"])
+                .policy(fusebox::Policy::LeastLoaded),
+        )
         .build()
         .await
         .expect("config")
@@ -170,6 +175,10 @@ fn rejections_and_routed_calls_allocate_nothing() {
     measure("routed call, primary healthy", &mut || {
         let r = ready(fuse.route("healthy", |_| async { Ok::<u64, Verdict>(1) }));
         assert_eq!(r.expect("served").provider, "plain");
+    });
+    measure("routed call, least-loaded policy", &mut || {
+        let r = ready(fuse.route("least_loaded", |_| async { Ok::<u64, Verdict>(1) }));
+        assert!(r.is_ok());
     });
     measure(
         "routed call, primary open (served by the secondary)",

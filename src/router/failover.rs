@@ -218,7 +218,7 @@ fn call_order(view: &RouteView) -> Order {
 /// The order one call tries the members in: [`call_order`], with the slow-start ramps
 /// applied (`router::ramp`) when a preferred member has one.
 #[inline]
-fn ordered(view: &RouteView) -> Order {
+pub(super) fn ordered(view: &RouteView) -> Order {
     let order = call_order(view);
     let preferred = &view.members[..view.preferred.min(view.members.len())];
     if preferred.iter().all(|m| m.ramp.is_none()) {
@@ -229,7 +229,8 @@ fn ordered(view: &RouteView) -> Order {
 }
 
 /// The member indices in the order one call tries them.
-enum Order {
+#[derive(Clone)]
+pub(crate) enum Order {
     /// The router's published order.
     Published(std::ops::Range<u16>),
     /// Re-sorted for this call by a per-call policy.
@@ -273,8 +274,9 @@ pub(crate) struct Resume<T, E> {
     pub(crate) attempts: Attempts,
     /// The member index of the first provider considered.
     pub(crate) first: Option<usize>,
-    /// How many members of the published order the first pass has considered already.
-    pub(crate) from: usize,
+    /// The members the first pass has not considered yet, in this call's order (`None`:
+    /// every member, in an order computed now).
+    pub(crate) rest: Option<Order>,
     /// The earliest `retry_after` among the members it skipped.
     pub(crate) earliest: Option<Duration>,
     /// A plain attempt of the first pass at member `index` that failed: its admission
@@ -289,7 +291,7 @@ impl<T, E> Default for Resume<T, E> {
         Resume {
             attempts: Attempts::new(),
             first: None,
-            from: 0,
+            rest: None,
             earliest: None,
             failed: None,
             _served: std::marker::PhantomData,
@@ -304,17 +306,6 @@ pub(crate) struct Failed<E> {
     pub(crate) clock: attempt::PlainClock,
     pub(crate) error: E,
     pub(crate) verdict: Verdict,
-}
-
-/// Whether one call's order is the router's published order as it is (the policy sorts
-/// nothing per call and no preferred member ramps up): what the fast first pass walks.
-pub(crate) fn published_order(view: &RouteView) -> bool {
-    !matches!(
-        view.config.policy,
-        Policy::LeastLoaded | Policy::LowestLatency
-    ) && view.members[..view.preferred.min(view.members.len())]
-        .iter()
-        .all(|m| m.ramp.is_none())
 }
 
 /// What the failover loop keeps across attempts.
@@ -386,13 +377,11 @@ where
     let Resume {
         mut attempts,
         first,
-        from,
+        mut rest,
         earliest: mut resumed_earliest,
         mut failed,
         ..
     } = resume;
-    // Members the fast first pass considered: skipped in this loop's first pass.
-    let mut skip = from;
     let mut failover = Failover {
         first,
         last: None,
@@ -424,7 +413,8 @@ where
                 return end;
             }
         }
-        for index in ordered(view).skip(std::mem::take(&mut skip)) {
+        // The first pass goes on where the fast pass left it; later passes start over.
+        for index in rest.take().unwrap_or_else(|| ordered(view)) {
             let index = usize::from(index);
             let member = &view.members[index];
             let handle = &member.handle;

@@ -1,20 +1,24 @@
 //! The fast first pass of a routed call: a hand-written future for the common case, a route
-//! walked in its published order whose first member that can take the call is admitted on
-//! the plain path (see `ProviderHandle::admit_plain`).
+//! walked in this call's order (the router's published order, re-sorted by a per-call
+//! policy or a slow-start ramp as the failover loop would) whose first member that can take
+//! the call is admitted on the plain path (see `ProviderHandle::admit_plain`).
 //!
 //! Members rejected without their actor (open, isolated, half-open with every trial slot
 //! taken) are skipped into the trace as the failover loop would skip them; the first member
 //! admitted on the plain path is called, and its success is the routed call's answer. Any
 //! other turn (a member that needs the general admission, a failure to fail over from, every
-//! member skipped, a route with a deadline or a per-call policy, debug tracing on) hands
-//! what the pass has done to the failover loop ([`Resume`]), which goes on from there: the
-//! pass never decides differently from the loop, it only gets there with less machinery.
+//! member skipped, a route with a deadline, debug tracing on) hands what the pass has done,
+//! and the rest of the order, to the failover loop ([`Resume`]), which goes on from there:
+//! the pass never decides differently from the loop, it only gets there with less
+//! machinery. The hand-over boxes the loop's future: one allocation, for a call that takes
+//! the loop.
 //!
-//! The pass holds the table's guard for the call and the admission of the member it calls
-//! unbound from its handle (`Ticket::unbind`): the handle lives in the table the future
-//! holds, so it is looked up again (by the route's name, in the same table) whenever it is
-//! needed across polls. Dropped mid-call, the future gives that admission back
-//! ([`PinnedDrop`](pin_project_lite)).
+//! Within its first poll the pass reads the table through an `arc_swap` guard; it keeps the
+//! table (an `Arc` clone) only if the operation is pending, and holds the admission of the
+//! member it calls unbound from its handle (`Ticket::unbind`), since the handle lives in
+//! that table: it is looked up again (by the route's name, in the same table) whenever it
+//! is needed across polls. Dropped mid-call, the future gives that admission back
+//! ([`PinnedDrop`](pin_project_lite)); a panic in the operation's first poll does too.
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -25,7 +29,7 @@ use std::time::Duration;
 
 use pin_project_lite::pin_project;
 
-use super::failover::{self, Attempter, Calls, Failed, Resume};
+use super::failover::{self, Attempter, Calls, Failed, Order, Resume};
 use super::retry::{self, Classified};
 use super::table::{AttemptResult, RouteView, Table, Tables};
 use super::{Attempt, AttemptOutcome, Attempts, Routed};
@@ -131,6 +135,8 @@ pin_project! {
             unbound: u64,
             clock: PlainClock,
             index: usize,
+            // The members after it, in this call's order.
+            rest: Order,
         },
         // The failover loop, from where the pass left it: boxed, so that the fast pass's
         // future stays small (it is moved when the call is made, and its stage replaced as
@@ -167,35 +173,34 @@ where
 
 /// Where the fast pass's walk ended.
 enum Walk<'v> {
-    /// At a member admitted on the plain path.
-    Call(usize, Ticket<'v>),
-    /// At the member the failover loop goes on from (the number of members: past the last).
-    From(usize),
+    /// At a member admitted on the plain path, and the members after it.
+    Call(usize, Ticket<'v>, Order),
+    /// At the members the failover loop goes on with (`None`: all, from scratch).
+    From(Option<Order>),
 }
 
 impl<'v> Walk<'v> {
     /// The member to call, or where the loop goes on from. (Consumed in the match, so that
     /// the walk's borrow of the table ends with the statement.)
-    fn into_call(self) -> Result<(usize, Ticket<'v>), usize> {
+    fn into_call(self) -> Result<(usize, Ticket<'v>, Order), Option<Order>> {
         match self {
-            Walk::Call(index, ticket) => Ok((index, ticket)),
-            Walk::From(from) => Err(from),
+            Walk::Call(index, ticket, rest) => Ok((index, ticket, rest)),
+            Walk::From(rest) => Err(rest),
         }
     }
 }
 
-/// Whether the fast pass may walk this route: its order is the published one as it is, no
-/// deadline bounds its attempts, and no debug span is wanted.
+/// Whether the fast pass may walk this route: no deadline bounds its attempts, and no
+/// debug span is wanted.
 #[inline]
 fn walkable(view: &RouteView) -> bool {
-    view.config.deadline.is_none()
-        && failover::published_order(view)
-        && !tracing::level_enabled!(tracing::Level::DEBUG)
+    view.config.deadline.is_none() && !tracing::level_enabled!(tracing::Level::DEBUG)
 }
 
-/// Walks the route's members in order from the first: skips those rejected without their
-/// actor into the trace, and stops at the first admitted on the plain path, or at one the
-/// failover loop must decide. A route the pass may not walk goes to the loop from scratch.
+/// Walks the route's members in this call's order (see `failover::ordered`): skips those
+/// rejected without their actor into the trace, and stops at the first admitted on the
+/// plain path, or at one the failover loop must decide. A route the pass may not walk goes
+/// to the loop from scratch.
 #[inline(always)]
 fn walk<'v>(
     view: &'v RouteView,
@@ -204,13 +209,23 @@ fn walk<'v>(
     earliest: &mut Option<Duration>,
 ) -> Walk<'v> {
     if !walkable(view) {
-        return Walk::From(0);
+        return Walk::From(None);
     }
-    for (index, member) in view.members.iter().enumerate() {
+    let mut order = failover::ordered(view);
+    loop {
+        // The members from this one on, for the loop if it must decide this one.
+        let here = order.clone();
+        let Some(index) = order.next() else {
+            // Every member skipped: the loop decides what an unavailable route answers (or
+            // waits, under `AllOpen::Wait`).
+            return Walk::From(Some(order));
+        };
+        let index = usize::from(index);
+        let member = &view.members[index];
         let handle = &member.handle;
         first.get_or_insert(index);
         if let Some(ticket) = handle.admit_plain() {
-            return Walk::Call(index, ticket);
+            return Walk::Call(index, ticket, order);
         }
         let outcome = match handle.reject_early() {
             Some(Reject::Circuit(r)) if r.state == CircuitState::Isolated => {
@@ -222,7 +237,7 @@ fn walk<'v>(
                 AttemptOutcome::SkippedOpen { retry_after }
             }
             // Anything else is the failover loop's to decide, from this member.
-            _ => return Walk::From(index),
+            _ => return Walk::From(Some(here)),
         };
         member.counters.add(failover::result_of(&outcome));
         attempts.push(Attempt {
@@ -231,9 +246,6 @@ fn walk<'v>(
             elapsed: Duration::ZERO,
         });
     }
-    // Every member skipped: the loop decides what an unavailable route answers (or waits,
-    // under `AllOpen::Wait`).
-    Walk::From(view.members.len())
 }
 
 impl<'a, T, E, A, Mk, G> Future for Routing<'a, T, E, A, A::Fut, Mk, G>
@@ -264,6 +276,7 @@ where
                     unbound,
                     clock,
                     index,
+                    rest,
                     ..
                 } = this.stage.as_mut().project_replace(Stage::Done)
                 else {
@@ -276,6 +289,7 @@ where
                     index,
                     unbound,
                     clock,
+                    rest,
                 };
                 finish(&mut this, &table, view, ended, cx)
             }
@@ -305,6 +319,7 @@ struct Ended<T, E> {
     index: usize,
     unbound: u64,
     clock: PlainClock,
+    rest: Order,
 }
 
 type Proj<'p, 'a, T, E, A, Fut, Mk, G> = RoutingProj<'p, 'a, T, E, A, Fut, Mk, G>;
@@ -326,7 +341,7 @@ where
         return Poll::Ready(Err(RouteError::UnknownRoute((*this.name).to_owned())));
     };
     let from = match walk(view, this.attempts, this.first, this.earliest).into_call() {
-        Ok((index, ticket)) => {
+        Ok((index, ticket, rest)) => {
             let handle = &view.members[index].handle;
             retry::deposit(view, handle);
             let clock = PlainClock::start(&ticket, true);
@@ -337,6 +352,7 @@ where
                 unbound,
                 clock,
                 index,
+                rest,
             });
             let StageProj::Plain { fut, clock, .. } = this.stage.as_mut().project() else {
                 unreachable!("the call was just made plain")
@@ -355,8 +371,12 @@ where
                 *this.table = Some(table.clone());
                 return Poll::Pending;
             };
-            let StageOwn::Plain { unbound, clock, .. } =
-                this.stage.as_mut().project_replace(Stage::Done)
+            let StageOwn::Plain {
+                unbound,
+                clock,
+                rest,
+                ..
+            } = this.stage.as_mut().project_replace(Stage::Done)
             else {
                 unreachable!("the call was plain")
             };
@@ -365,6 +385,7 @@ where
                 index,
                 unbound,
                 clock,
+                rest,
             };
             return finish(this, table, view, ended, cx);
         }
@@ -394,6 +415,7 @@ where
         index,
         unbound,
         clock,
+        rest,
     } = ended;
     let member = &view.members[index];
     let ticket = Ticket::rebind(&member.handle, unbound);
@@ -429,7 +451,7 @@ where
                 verdict,
                 error,
             };
-            hand_over(this, table.clone(), index + 1, Some(failed));
+            hand_over(this, table.clone(), Some(rest), Some(failed));
             this.stage.as_mut().poll_general(cx)
         }
     }
@@ -445,13 +467,13 @@ impl<Fut, G: Future> Stage<Fut, G> {
     }
 }
 
-/// Hands the call over to the failover loop: from member `from` of the pass's walk, with
-/// its trace and the attempt that `failed` there.
+/// Hands the call over to the failover loop: with the members the pass's walk left
+/// (`rest`; `None` for all), its trace, and the attempt that `failed`.
 #[inline(never)]
 fn hand_over<'a, T, E, A, Fut, Mk, G>(
     this: &mut Proj<'_, 'a, T, E, A, Fut, Mk, G>,
     table: Arc<Table>,
-    from: usize,
+    rest: Option<Order>,
     failed: Option<Failed<E>>,
 ) where
     Mk: FnOnce(A, Arc<Table>, Resume<T, E>) -> G,
@@ -460,7 +482,7 @@ fn hand_over<'a, T, E, A, Fut, Mk, G>(
     let resume = Resume {
         attempts: std::mem::replace(this.attempts, Attempts::new()),
         first: *this.first,
-        from,
+        rest,
         earliest: *this.earliest,
         failed,
         _served: PhantomData,
