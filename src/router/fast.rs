@@ -34,7 +34,7 @@ use super::retry::{self, Classified};
 use super::table::{AttemptResult, RouteView, Table, Tables};
 use super::{Attempt, AttemptOutcome, Attempts, Routed};
 use crate::attempt::{self as one, PlainClock};
-use crate::provider::{Reject, Ticket};
+use crate::provider::{Reject, Ticket, Unbound};
 use crate::{CircuitState, Classify, ProviderId, RouteError, Verdict};
 
 /// An attempter whose attempts the fast pass can run itself: an operation called with each
@@ -132,7 +132,7 @@ pin_project! {
         Plain {
             #[pin]
             fut: Fut,
-            unbound: u64,
+            unbound: Unbound,
             clock: PlainClock,
             index: usize,
             // The members after it, in this call's order.
@@ -300,16 +300,15 @@ where
 /// Gives an unbound admission back when dropped: armed while an operation's first poll
 /// runs, so that a panic in it cancels the call (a routed call's future cannot reach the
 /// handle from its own drop before it keeps the table).
-struct GiveBack<'h> {
+struct GiveBack<'h, 'u> {
     handle: &'h crate::ProviderHandle,
-    unbound: Option<u64>,
+    // (Its slot is freed by the stage that owns it.)
+    unbound: &'u Unbound,
 }
 
-impl Drop for GiveBack<'_> {
+impl Drop for GiveBack<'_, '_> {
     fn drop(&mut self) {
-        if let Some(unbound) = self.unbound.take() {
-            drop(Ticket::rebind(self.handle, unbound));
-        }
+        drop(Ticket::rebind_epoch(self.handle, self.unbound));
     }
 }
 
@@ -317,7 +316,7 @@ impl Drop for GiveBack<'_> {
 struct Ended<T, E> {
     output: Result<T, E>,
     index: usize,
-    unbound: u64,
+    unbound: Unbound,
     clock: PlainClock,
     rest: Order,
 }
@@ -354,14 +353,20 @@ where
                 index,
                 rest,
             });
-            let StageProj::Plain { fut, clock, .. } = this.stage.as_mut().project() else {
+            let StageProj::Plain {
+                fut,
+                clock,
+                unbound,
+                ..
+            } = this.stage.as_mut().project()
+            else {
                 unreachable!("the call was just made plain")
             };
             // Until the table is kept (below), only this frame can give the admission back
             // if the operation panics.
             let unwinding = GiveBack {
                 handle,
-                unbound: Some(unbound),
+                unbound: &*unbound,
             };
             let polled = fut.poll(cx);
             std::mem::forget(unwinding);
