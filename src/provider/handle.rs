@@ -177,23 +177,13 @@ impl<H: Borrow<ProviderHandle>> Admitted<H> {
 }
 
 /// A call admitted on the plain path ([`ProviderHandle::admit_plain`]): a closed circuit
-/// without a budget, call timeout, slow-call threshold or latency average, with its
-/// bulkhead slot if the provider has a bulkhead. It reports `Cancelled` (and frees its
-/// slot) if dropped before [`succeed`](Self::succeed) or
+/// without a bulkhead, budget, call timeout, slow-call threshold or latency average. Two
+/// words; it reports `Cancelled` if dropped before [`succeed`](Self::succeed) or
 /// [`into_admitted`](Self::into_admitted).
 #[derive(Debug)]
 pub(crate) struct Ticket<'a> {
     handle: &'a ProviderHandle,
     epoch: u64,
-    slot: Option<OwnedSemaphorePermit>,
-}
-
-/// A [`Ticket`] unbound from its handle ([`Ticket::unbind`]): what a future that cannot
-/// borrow the handle across polls keeps of it.
-#[derive(Debug)]
-pub(crate) struct Unbound {
-    epoch: u64,
-    slot: Option<OwnedSemaphorePermit>,
 }
 
 impl<'a> Ticket<'a> {
@@ -203,19 +193,12 @@ impl<'a> Ticket<'a> {
         self.handle
     }
 
-    /// Its parts, without running its `Drop`.
-    #[inline(always)]
-    fn into_parts(self) -> (&'a ProviderHandle, u64, Option<OwnedSemaphorePermit>) {
-        let mut this = std::mem::ManuallyDrop::new(self);
-        (this.handle, this.epoch, this.slot.take())
-    }
-
     /// Records a success: one compare-and-swap on this thread's stripe. `histogram`: the
     /// duration, if the provider records durations.
     #[inline(always)]
     pub(crate) fn succeed(self, histogram: Option<Duration>) {
-        let (handle, epoch, slot) = self.into_parts();
-        drop(slot);
+        let (handle, epoch) = (self.handle, self.epoch);
+        std::mem::forget(self);
         let shared = &*handle.shared;
         if let Some(elapsed) = histogram {
             shared.durations.record(false, elapsed);
@@ -231,47 +214,37 @@ impl<'a> Ticket<'a> {
     /// The ticket unbound from its handle, for a future that cannot hold the borrow across
     /// polls (a routed call holding the table its handles live in): the admission stands,
     /// and must be taken back with [`rebind`](Self::rebind) to the same handle to be
-    /// settled or cancelled (dropped unbound, it frees its bulkhead slot only).
+    /// settled or cancelled. Returns what `rebind` needs.
     #[inline(always)]
-    pub(crate) fn unbind(self) -> Unbound {
-        let (_, epoch, slot) = self.into_parts();
-        Unbound { epoch, slot }
+    pub(crate) fn unbind(self) -> u64 {
+        let epoch = self.epoch;
+        std::mem::forget(self);
+        epoch
     }
 
     /// A ticket [`unbind`](Self::unbind) gave up, bound again to its handle.
     #[inline(always)]
-    pub(crate) fn rebind(handle: &'a ProviderHandle, unbound: Unbound) -> Self {
+    pub(crate) fn rebind(handle: &'a ProviderHandle, unbound: u64) -> Self {
         Ticket {
             handle,
-            epoch: unbound.epoch,
-            slot: unbound.slot,
-        }
-    }
-
-    /// The admission alone (no slot) of an unbound ticket whose slot another owner frees:
-    /// to report the call cancelled where only the handle and epoch are at hand.
-    pub(crate) fn rebind_epoch(handle: &'a ProviderHandle, unbound: &Unbound) -> Self {
-        Ticket {
-            handle,
-            epoch: unbound.epoch,
-            slot: None,
+            epoch: unbound,
         }
     }
 
     /// The same admission as a general one, to report anything but a success.
     pub(crate) fn into_admitted(self) -> Admitted<&'a ProviderHandle> {
-        let (handle, epoch, slot) = self.into_parts();
+        let (handle, epoch) = (self.handle, self.epoch);
+        std::mem::forget(self);
         Admitted {
             handle,
             permit: Some(Permit::closed(epoch)),
-            slot,
+            slot: None,
         }
     }
 }
 
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
-        drop(self.slot.take());
         self.handle.shared.counters.end(Count::FastCancelled);
         self.handle.closing.call_finished();
     }
@@ -528,32 +501,24 @@ impl ProviderHandle {
         }
     }
 
-    /// Admits a call on the plain path: a closed circuit whose provider has no budget, call
-    /// timeout, slow-call threshold or latency average, its actor running, and a free slot
-    /// if it has a bulkhead. One load of the gate, one increment, one load of the shutdown
-    /// flag (see [`enter`](Self::enter) for their order). `None` when the call needs the
-    /// general path (which also refuses it during a shutdown, and queues it or turns it away
-    /// when the bulkhead is full).
+    /// Admits a call on the plain path: a closed circuit whose provider has no bulkhead,
+    /// budget, call timeout, slow-call threshold or latency average, its actor running. One
+    /// load of the gate, one increment, one load of the shutdown flag (see
+    /// [`enter`](Self::enter) for their order). `None` when the call needs the general path
+    /// (which also refuses it during a shutdown).
     #[inline(always)]
     pub(crate) fn admit_plain(&self) -> Option<Ticket<'_>> {
-        let shared = &*self.shared;
-        let epoch = shared.plain_epoch()?;
-        let slot = match &shared.bulkhead {
-            None => None,
-            Some(bulkhead) => Some(bulkhead.try_acquire().ok()?),
-        };
-        let counters = &shared.counters;
+        let epoch = self.shared.plain_epoch()?;
+        let counters = &self.shared.counters;
         counters.admit();
         if self.closing.is_closed() {
             counters.unadmit();
-            drop(slot);
             self.closing.call_finished();
             return None;
         }
         Some(Ticket {
             handle: self,
             epoch,
-            slot,
         })
     }
 

@@ -19,7 +19,7 @@ pub(crate) use fleet::FleetPort;
 #[cfg(feature = "redis")]
 pub(crate) use fleet::{Change, Lease, LocalChange, RemoteChange};
 pub use handle::ProviderHandle;
-pub(crate) use handle::{Admitted, Reject, Ticket, Unbound};
+pub(crate) use handle::{Admitted, Reject, Ticket};
 pub(crate) use probe::ProbeOutcome;
 pub(crate) use shared::{Closing, Shared};
 pub use status::ProviderStatus;

@@ -124,8 +124,8 @@ pub(crate) struct Shared {
 const FLAG_BITS: u32 = 4;
 /// Flag: the provider's actor has stopped for good (shut down, or past its panic limit).
 const STOPPED: u64 = 1 << 2;
-/// Flag: calls need more than the plain path: a budget, a call timeout, a slow-call
-/// threshold, or a latency average a route reads (all need the general path).
+/// Flag: calls need more than the plain path: a bulkhead, a budget, a call timeout, a
+/// slow-call threshold, or a latency average a route reads (all need the general path).
 const GENERAL: u64 = 1 << 3;
 const FLAGS: u64 = STOPPED | GENERAL;
 
@@ -175,7 +175,8 @@ impl Shared {
             &config.name,
             config.meta.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         );
-        let general = config.budget.is_some()
+        let general = config.bulkhead.is_some()
+            || config.budget.is_some()
             || config.call_timeout.is_some()
             || config.breaker.slow_call.is_some();
         let flags = if general { GENERAL } else { 0 };
@@ -250,8 +251,8 @@ impl Shared {
         decode(self.gate.load(Ordering::Acquire))
     }
 
-    /// The epoch of a closed circuit whose calls take the plain path (no budget, call
-    /// timeout, slow-call threshold or latency average; the actor running): one load.
+    /// The epoch of a closed circuit whose calls take the plain path (no bulkhead, budget,
+    /// call timeout, slow-call threshold or latency average; the actor running): one load.
     #[inline(always)]
     pub(crate) fn plain_epoch(&self) -> Option<u64> {
         let word = self.gate.load(Ordering::Acquire);

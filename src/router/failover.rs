@@ -302,7 +302,7 @@ impl<T, E> Default for Resume<T, E> {
 /// A plain attempt that failed in the fast first pass, not yet reported.
 pub(crate) struct Failed<E> {
     pub(crate) index: usize,
-    pub(crate) unbound: crate::provider::Unbound,
+    pub(crate) unbound: u64,
     pub(crate) clock: attempt::PlainClock,
     pub(crate) error: E,
     pub(crate) verdict: Verdict,

@@ -34,7 +34,7 @@ use super::retry::{self, Classified};
 use super::table::{AttemptResult, RouteView, Table, Tables};
 use super::{Attempt, AttemptOutcome, Attempts, Routed};
 use crate::attempt::{self as one, PlainClock};
-use crate::provider::{Reject, Ticket, Unbound};
+use crate::provider::{Reject, Ticket};
 use crate::{CircuitState, Classify, ProviderId, RouteError, Verdict};
 
 /// An attempter whose attempts the fast pass can run itself: an operation called with each
@@ -132,7 +132,7 @@ pin_project! {
         Plain {
             #[pin]
             fut: Fut,
-            unbound: Unbound,
+            unbound: u64,
             clock: PlainClock,
             index: usize,
             // The members after it, in this call's order.
@@ -300,15 +300,16 @@ where
 /// Gives an unbound admission back when dropped: armed while an operation's first poll
 /// runs, so that a panic in it cancels the call (a routed call's future cannot reach the
 /// handle from its own drop before it keeps the table).
-struct GiveBack<'h, 'u> {
+struct GiveBack<'h> {
     handle: &'h crate::ProviderHandle,
-    // (Its slot is freed by the stage that owns it.)
-    unbound: &'u Unbound,
+    unbound: Option<u64>,
 }
 
-impl Drop for GiveBack<'_, '_> {
+impl Drop for GiveBack<'_> {
     fn drop(&mut self) {
-        drop(Ticket::rebind_epoch(self.handle, self.unbound));
+        if let Some(unbound) = self.unbound.take() {
+            drop(Ticket::rebind(self.handle, unbound));
+        }
     }
 }
 
@@ -316,7 +317,7 @@ impl Drop for GiveBack<'_, '_> {
 struct Ended<T, E> {
     output: Result<T, E>,
     index: usize,
-    unbound: Unbound,
+    unbound: u64,
     clock: PlainClock,
     rest: Order,
 }
@@ -353,20 +354,14 @@ where
                 index,
                 rest,
             });
-            let StageProj::Plain {
-                fut,
-                clock,
-                unbound,
-                ..
-            } = this.stage.as_mut().project()
-            else {
+            let StageProj::Plain { fut, clock, .. } = this.stage.as_mut().project() else {
                 unreachable!("the call was just made plain")
             };
             // Until the table is kept (below), only this frame can give the admission back
             // if the operation panics.
             let unwinding = GiveBack {
                 handle,
-                unbound: &*unbound,
+                unbound: Some(unbound),
             };
             let polled = fut.poll(cx);
             std::mem::forget(unwinding);
