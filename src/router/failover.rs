@@ -219,6 +219,10 @@ fn call_order(view: &RouteView) -> Order {
 /// applied (`router::ramp`) when a preferred member has one.
 #[inline]
 pub(super) fn ordered(view: &RouteView) -> Order {
+    if view.as_published {
+        // The published order as it is: nothing to build.
+        return Order::Published(0..view.members.len() as u16);
+    }
     let order = call_order(view);
     let preferred = &view.members[..view.preferred.min(view.members.len())];
     if preferred.iter().all(|m| m.ramp.is_none()) {
@@ -229,8 +233,7 @@ pub(super) fn ordered(view: &RouteView) -> Order {
 }
 
 /// The member indices in the order one call tries them.
-#[derive(Clone)]
-pub(crate) enum Order {
+pub(super) enum Order {
     /// The router's published order.
     Published(std::ops::Range<u16>),
     /// Re-sorted for this call by a per-call policy.
@@ -274,9 +277,9 @@ pub(crate) struct Resume<T, E> {
     pub(crate) attempts: Attempts,
     /// The member index of the first provider considered.
     pub(crate) first: Option<usize>,
-    /// The members the first pass has not considered yet, in this call's order (`None`:
-    /// every member, in an order computed now).
-    pub(crate) rest: Option<Order>,
+    /// The members (bit `i` for member `i`) the fast first pass considered already: this
+    /// loop's first pass skips them.
+    pub(crate) considered: u64,
     /// The earliest `retry_after` among the members it skipped.
     pub(crate) earliest: Option<Duration>,
     /// A plain attempt of the first pass at member `index` that failed: its admission
@@ -291,7 +294,7 @@ impl<T, E> Default for Resume<T, E> {
         Resume {
             attempts: Attempts::new(),
             first: None,
-            rest: None,
+            considered: 0,
             earliest: None,
             failed: None,
             _served: std::marker::PhantomData,
@@ -377,7 +380,7 @@ where
     let Resume {
         mut attempts,
         first,
-        mut rest,
+        mut considered,
         earliest: mut resumed_earliest,
         mut failed,
         ..
@@ -413,9 +416,13 @@ where
                 return end;
             }
         }
-        // The first pass goes on where the fast pass left it; later passes start over.
-        for index in rest.take().unwrap_or_else(|| ordered(view)) {
+        // The first pass goes on where the fast pass left it; later passes consider all.
+        let skipped = std::mem::take(&mut considered);
+        for index in ordered(view) {
             let index = usize::from(index);
+            if skipped & (1 << index) != 0 {
+                continue;
+            }
             let member = &view.members[index];
             let handle = &member.handle;
             if deadline.is_some_and(|d| Instant::now() >= d) {

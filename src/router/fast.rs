@@ -8,7 +8,7 @@
 //! admitted on the plain path is called, and its success is the routed call's answer. Any
 //! other turn (a member that needs the general admission, a failure to fail over from, every
 //! member skipped, a route with a deadline, debug tracing on) hands what the pass has done,
-//! and the rest of the order, to the failover loop ([`Resume`]), which goes on from there:
+//! and the members it considered, to the failover loop ([`Resume`]), which goes on from there:
 //! the pass never decides differently from the loop, it only gets there with less
 //! machinery. The hand-over boxes the loop's future: one allocation, for a call that takes
 //! the loop.
@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use pin_project_lite::pin_project;
 
-use super::failover::{self, Attempter, Calls, Failed, Order, Resume};
+use super::failover::{self, Attempter, Calls, Failed, Resume};
 use super::retry::{self, Classified};
 use super::table::{AttemptResult, RouteView, Table, Tables};
 use super::{Attempt, AttemptOutcome, Attempts, Routed};
@@ -95,6 +95,8 @@ pin_project! {
         attempts: Attempts,
         first: Option<usize>,
         earliest: Option<Duration>,
+        // The members the walk considered (bit `i` for member `i`).
+        considered: u64,
         tables: &'a Tables,
         // The table the call reads, once it must keep it past a poll (the operation it calls
         // is pending): within its first poll it holds an `arc_swap` guard. Declared after
@@ -135,8 +137,6 @@ pin_project! {
             unbound: u64,
             clock: PlainClock,
             index: usize,
-            // The members after it, in this call's order.
-            rest: Order,
         },
         // The failover loop, from where the pass left it: boxed, so that the fast pass's
         // future stays small (it is moved when the call is made, and its stage replaced as
@@ -164,6 +164,7 @@ where
             attempts: Attempts::new(),
             first: None,
             earliest: None,
+            considered: 0,
             tables,
             table: None,
             _answer: PhantomData,
@@ -173,59 +174,73 @@ where
 
 /// Where the fast pass's walk ended.
 enum Walk<'v> {
-    /// At a member admitted on the plain path, and the members after it.
-    Call(usize, Ticket<'v>, Order),
-    /// At the members the failover loop goes on with (`None`: all, from scratch).
-    From(Option<Order>),
+    /// At a member admitted on the plain path.
+    Call(usize, Ticket<'v>),
+    /// Where the failover loop goes on: every member not considered yet.
+    Over,
 }
 
 impl<'v> Walk<'v> {
-    /// The member to call, or where the loop goes on from. (Consumed in the match, so that
-    /// the walk's borrow of the table ends with the statement.)
-    fn into_call(self) -> Result<(usize, Ticket<'v>, Order), Option<Order>> {
+    /// The member to call, if any. (Consumed in the match, so that the walk's borrow of the
+    /// table ends with the statement.)
+    fn into_call(self) -> Option<(usize, Ticket<'v>)> {
         match self {
-            Walk::Call(index, ticket, rest) => Ok((index, ticket, rest)),
-            Walk::From(rest) => Err(rest),
+            Walk::Call(index, ticket) => Some((index, ticket)),
+            Walk::Over => None,
         }
     }
 }
 
-/// Whether the fast pass may walk this route: no deadline bounds its attempts, and no
-/// debug span is wanted.
+/// Whether the fast pass may walk this route: no deadline bounds its attempts, no debug
+/// span is wanted, and its members fit the pass's bit set.
 #[inline]
 fn walkable(view: &RouteView) -> bool {
-    view.config.deadline.is_none() && !tracing::level_enabled!(tracing::Level::DEBUG)
+    view.config.deadline.is_none()
+        && view.members.len() <= 64
+        && !tracing::level_enabled!(tracing::Level::DEBUG)
 }
 
-/// Walks the route's members in this call's order (see `failover::ordered`): skips those
-/// rejected without their actor into the trace, and stops at the first admitted on the
-/// plain path, or at one the failover loop must decide. A route the pass may not walk goes
-/// to the loop from scratch.
+/// Walks the route's members in this call's order (see `failover::ordered`), marking each
+/// in `considered`: skips those rejected without their actor into the trace, and stops at
+/// the first admitted on the plain path, or at one the failover loop must decide (left
+/// unmarked). A route the pass may not walk goes to the loop from scratch.
 #[inline(always)]
 fn walk<'v>(
     view: &'v RouteView,
     attempts: &mut Attempts,
     first: &mut Option<usize>,
     earliest: &mut Option<Duration>,
+    considered: &mut u64,
 ) -> Walk<'v> {
     if !walkable(view) {
-        return Walk::From(None);
+        return Walk::Over;
     }
-    let mut order = failover::ordered(view);
-    loop {
-        // The members from this one on, for the loop if it must decide this one.
-        let here = order.clone();
-        let Some(index) = order.next() else {
-            // Every member skipped: the loop decides what an unavailable route answers (or
-            // waits, under `AllOpen::Wait`).
-            return Walk::From(Some(order));
-        };
-        let index = usize::from(index);
+    if view.as_published {
+        // The common case, without the order's enum.
+        let order = 0..view.members.len();
+        return walk_in(order, view, attempts, first, earliest, considered);
+    }
+    let order = failover::ordered(view).map(usize::from);
+    walk_in(order, view, attempts, first, earliest, considered)
+}
+
+/// [`walk`] in `order`.
+#[inline(always)]
+fn walk_in<'v>(
+    order: impl Iterator<Item = usize>,
+    view: &'v RouteView,
+    attempts: &mut Attempts,
+    first: &mut Option<usize>,
+    earliest: &mut Option<Duration>,
+    considered: &mut u64,
+) -> Walk<'v> {
+    for index in order {
         let member = &view.members[index];
         let handle = &member.handle;
         first.get_or_insert(index);
         if let Some(ticket) = handle.admit_plain() {
-            return Walk::Call(index, ticket, order);
+            *considered |= 1 << index;
+            return Walk::Call(index, ticket);
         }
         let outcome = match handle.reject_early() {
             Some(Reject::Circuit(r)) if r.state == CircuitState::Isolated => {
@@ -237,8 +252,9 @@ fn walk<'v>(
                 AttemptOutcome::SkippedOpen { retry_after }
             }
             // Anything else is the failover loop's to decide, from this member.
-            _ => return Walk::From(Some(here)),
+            _ => return Walk::Over,
         };
+        *considered |= 1 << index;
         member.counters.add(failover::result_of(&outcome));
         attempts.push(Attempt {
             provider: handle.id().clone(),
@@ -246,6 +262,9 @@ fn walk<'v>(
             elapsed: Duration::ZERO,
         });
     }
+    // Every member skipped: the loop decides what an unavailable route answers (or waits,
+    // under `AllOpen::Wait`).
+    Walk::Over
 }
 
 impl<'a, T, E, A, Mk, G> Future for Routing<'a, T, E, A, A::Fut, Mk, G>
@@ -276,7 +295,6 @@ where
                     unbound,
                     clock,
                     index,
-                    rest,
                     ..
                 } = this.stage.as_mut().project_replace(Stage::Done)
                 else {
@@ -289,7 +307,6 @@ where
                     index,
                     unbound,
                     clock,
-                    rest,
                 };
                 finish(&mut this, &table, view, ended, cx)
             }
@@ -319,7 +336,6 @@ struct Ended<T, E> {
     index: usize,
     unbound: u64,
     clock: PlainClock,
-    rest: Order,
 }
 
 type Proj<'p, 'a, T, E, A, Fut, Mk, G> = RoutingProj<'p, 'a, T, E, A, Fut, Mk, G>;
@@ -340,58 +356,57 @@ where
     let Some(view) = table.routes.get(*this.name) else {
         return Poll::Ready(Err(RouteError::UnknownRoute((*this.name).to_owned())));
     };
-    let from = match walk(view, this.attempts, this.first, this.earliest).into_call() {
-        Ok((index, ticket, rest)) => {
-            let handle = &view.members[index].handle;
-            retry::deposit(view, handle);
-            let clock = PlainClock::start(&ticket, true);
-            let unbound = ticket.unbind();
-            let attempter = this.attempter.as_mut().expect("held until the hand-over");
-            this.stage.set(Stage::Plain {
-                fut: attempter.start(handle.id().clone()),
-                unbound,
-                clock,
-                index,
-                rest,
-            });
-            let StageProj::Plain { fut, clock, .. } = this.stage.as_mut().project() else {
-                unreachable!("the call was just made plain")
-            };
-            // Until the table is kept (below), only this frame can give the admission back
-            // if the operation panics.
-            let unwinding = GiveBack {
-                handle,
-                unbound: Some(unbound),
-            };
-            let polled = fut.poll(cx);
-            std::mem::forget(unwinding);
-            let Poll::Ready(output) = polled else {
-                clock.suspend();
-                // Kept past this poll: the handle it called lives in it.
-                *this.table = Some(table.clone());
-                return Poll::Pending;
-            };
-            let StageOwn::Plain {
-                unbound,
-                clock,
-                rest,
-                ..
-            } = this.stage.as_mut().project_replace(Stage::Done)
-            else {
-                unreachable!("the call was plain")
-            };
-            let ended = Ended {
-                output,
-                index,
-                unbound,
-                clock,
-                rest,
-            };
-            return finish(this, table, view, ended, cx);
-        }
-        Err(from) => from,
-    };
-    hand_over(this, table.clone(), from, None);
+    if let Some((index, ticket)) = walk(
+        view,
+        this.attempts,
+        this.first,
+        this.earliest,
+        this.considered,
+    )
+    .into_call()
+    {
+        let handle = &view.members[index].handle;
+        retry::deposit(view, handle);
+        let clock = PlainClock::start(&ticket, true);
+        let unbound = ticket.unbind();
+        let attempter = this.attempter.as_mut().expect("held until the hand-over");
+        this.stage.set(Stage::Plain {
+            fut: attempter.start(handle.id().clone()),
+            unbound,
+            clock,
+            index,
+        });
+        let StageProj::Plain { fut, clock, .. } = this.stage.as_mut().project() else {
+            unreachable!("the call was just made plain")
+        };
+        // Until the table is kept (below), only this frame can give the admission back
+        // if the operation panics.
+        let unwinding = GiveBack {
+            handle,
+            unbound: Some(unbound),
+        };
+        let polled = fut.poll(cx);
+        std::mem::forget(unwinding);
+        let Poll::Ready(output) = polled else {
+            clock.suspend();
+            // Kept past this poll: the handle it called lives in it.
+            *this.table = Some(table.clone());
+            return Poll::Pending;
+        };
+        let StageOwn::Plain { unbound, clock, .. } =
+            this.stage.as_mut().project_replace(Stage::Done)
+        else {
+            unreachable!("the call was plain")
+        };
+        let ended = Ended {
+            output,
+            index,
+            unbound,
+            clock,
+        };
+        return finish(this, table, view, ended, cx);
+    }
+    hand_over(this, table.clone(), None);
     this.stage.as_mut().poll_general(cx)
 }
 
@@ -415,7 +430,6 @@ where
         index,
         unbound,
         clock,
-        rest,
     } = ended;
     let member = &view.members[index];
     let ticket = Ticket::rebind(&member.handle, unbound);
@@ -451,7 +465,7 @@ where
                 verdict,
                 error,
             };
-            hand_over(this, table.clone(), Some(rest), Some(failed));
+            hand_over(this, table.clone(), Some(failed));
             this.stage.as_mut().poll_general(cx)
         }
     }
@@ -467,13 +481,12 @@ impl<Fut, G: Future> Stage<Fut, G> {
     }
 }
 
-/// Hands the call over to the failover loop: with the members the pass's walk left
-/// (`rest`; `None` for all), its trace, and the attempt that `failed`.
+/// Hands the call over to the failover loop: with the members the pass's walk considered,
+/// its trace, and the attempt that `failed`.
 #[inline(never)]
 fn hand_over<'a, T, E, A, Fut, Mk, G>(
     this: &mut Proj<'_, 'a, T, E, A, Fut, Mk, G>,
     table: Arc<Table>,
-    rest: Option<Order>,
     failed: Option<Failed<E>>,
 ) where
     Mk: FnOnce(A, Arc<Table>, Resume<T, E>) -> G,
@@ -482,7 +495,7 @@ fn hand_over<'a, T, E, A, Fut, Mk, G>(
     let resume = Resume {
         attempts: std::mem::replace(this.attempts, Attempts::new()),
         first: *this.first,
-        rest,
+        considered: *this.considered,
         earliest: *this.earliest,
         failed,
         _served: PhantomData,

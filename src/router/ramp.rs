@@ -177,6 +177,8 @@ impl Ramps {
             for member in &mut view.members {
                 member.ramp = self.by_provider.get(member.handle.id()).cloned();
             }
+            let preferred = &view.members[..view.preferred.min(view.members.len())];
+            view.as_published &= preferred.iter().all(|m| m.ramp.is_none());
         }
         view
     }

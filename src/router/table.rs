@@ -198,6 +198,9 @@ pub(crate) struct RouteView {
     pub(crate) version: u64,
     /// The route's retry budget, if it sets a `Retry`.
     pub(crate) retry: Option<Arc<crate::budget::RetryState>>,
+    /// Whether one call's order is the published order as it is: the policy sorts nothing
+    /// per call and no preferred member ramps up (see `router::failover::ordered`).
+    pub(crate) as_published: bool,
 }
 
 impl RouteView {
@@ -229,6 +232,10 @@ impl RouteView {
         }
         let retry = counters.retry_state(&config.name, config.retry);
         RouteView {
+            as_published: !matches!(
+                config.policy,
+                crate::config::Policy::LeastLoaded | crate::config::Policy::LowestLatency
+            ),
             retry,
             config,
             members,
