@@ -2,10 +2,13 @@
 //!
 //! A router actor ([`RouterStatus`]) owns the registry of providers and routes and publishes
 //! each route's current order as an immutable snapshot. A routed call reads it with one
-//! atomic load (no message to the router, no lock, no allocation on the way to a healthy
-//! provider) and runs the failover loop in the caller's task, checking each provider's
-//! published gate as it goes: a stale order changes only preference, never lets a call reach
-//! an open circuit.
+//! atomic load (no message to the router, no lock) and runs in the caller's task, checking
+//! each provider's published gate as it goes: a stale order changes only preference, never
+//! lets a call reach an open circuit. A hand-written first pass serves the common case (the
+//! first provider that can take the call needs nothing but its counters: no bulkhead,
+//! budget, call timeout or slow-call threshold, and the route has no deadline) without an
+//! allocation; anything else goes on in the failover loop, whose state is boxed once per
+//! call.
 //!
 //! How the router orders a route ([`Reason`] says why each provider stands where it does):
 //!
