@@ -596,3 +596,30 @@ async fn the_fast_pass_gives_back_its_admission_on_panic_drop_and_failure() {
     assert_eq!((first.in_flight, first.failed), (0, 1), "{first:?}");
     assert_eq!(status("second").in_flight, 0);
 }
+
+/// A route longer than the fast pass's bit set (64 members) is served by the failover loop
+/// alone, past its 64th member too.
+#[tokio::test(start_paused = true)]
+async fn a_route_of_seventy_providers_reaches_its_last_members() {
+    let names: Vec<String> = (0..70).map(|i| format!("p{i}")).collect();
+    let mut builder = Supervisor::builder();
+    for name in &names {
+        builder = builder.provider(Provider::new(name.as_str()));
+    }
+    let fuse = builder
+        .route(Route::new("long").providers(names.iter().map(String::as_str)))
+        .build()
+        .await
+        .unwrap();
+    for name in &names[..66] {
+        fuse.provider(name).unwrap().isolate().await;
+    }
+    let routed = fuse
+        .route("long", |p: ProviderId| async move {
+            Ok::<_, Verdict>(p.as_str().to_owned())
+        })
+        .await
+        .unwrap();
+    assert_eq!(routed.value, "p66");
+    assert_eq!(routed.attempts.len(), 67);
+}

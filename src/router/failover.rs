@@ -420,7 +420,7 @@ where
         let skipped = std::mem::take(&mut considered);
         for index in ordered(view) {
             let index = usize::from(index);
-            if skipped & (1 << index) != 0 {
+            if index < 64 && skipped & (1 << index) != 0 {
                 continue;
             }
             let member = &view.members[index];
