@@ -270,10 +270,7 @@ where
         C: Fn(&E) -> Verdict,
     {
         if let AttemptProj::Plain { fut, clock, .. } = self.as_mut().project() {
-            let Poll::Ready(output) = fut.poll(cx) else {
-                clock.suspend();
-                return Poll::Pending;
-            };
+            let output = ready!(poll_plain(fut, clock, cx));
             // Ended: the operation's future is dropped here, before the outcome is recorded.
             let AttemptOwn::Plain { ticket, clock, .. } =
                 self.as_mut().project_replace(Attempt::Done)
@@ -416,6 +413,39 @@ pub(crate) fn plain_success(ticket: Ticket<'_>, clock: PlainClock) -> Option<Dur
     let histogram = elapsed.filter(|_| ticket.handle().shared.config.record_durations);
     ticket.succeed(histogram);
     elapsed
+}
+
+/// Reports a plain attempt that failed with `error` (its future already dropped) and
+/// awaits the actor's decision, if it must decide: for a caller that could not keep the
+/// attempt itself (a routed call's fast pass, handing the failure to the failover loop).
+pub(crate) async fn report_plain_failure<T, E>(
+    ticket: Ticket<'_>,
+    clock: PlainClock,
+    error: E,
+    verdict: Verdict,
+) -> (Ended<T, E>, Option<Duration>) {
+    // No operation is left to run: the attempt only awaits the decision.
+    let mut reporting = std::pin::pin!(
+        Attempt::<std::future::Pending<Result<T, E>>, T, E>::plain_failed_as(
+            ticket, clock, error, verdict
+        )
+    );
+    std::future::poll_fn(|cx| reporting.as_mut().poll_attempt(cx, &|_: &E| verdict)).await
+}
+
+/// Polls a plain attempt's operation: on `Pending`, its clock notes the suspension (see
+/// [`PlainClock`]).
+#[inline(always)]
+pub(crate) fn poll_plain<F: Future>(
+    fut: Pin<&mut F>,
+    clock: &mut PlainClock,
+    cx: &mut Context<'_>,
+) -> Poll<F::Output> {
+    let polled = fut.poll(cx);
+    if polled.is_pending() {
+        clock.suspend();
+    }
+    polled
 }
 
 /// One attempt, as an `async` function: see [`Attempt`].

@@ -799,10 +799,7 @@ where
             }
         }
         if let CallProj::Plain { fut, clock, .. } = this.state.as_mut().project() {
-            let Poll::Ready(output) = fut.poll(cx) else {
-                clock.suspend();
-                return Poll::Pending;
-            };
+            let output = ready!(crate::attempt::poll_plain(fut, clock, cx));
             // The operation's future is dropped here, before the outcome is recorded.
             let CallOwn::Plain { ticket, clock, .. } =
                 this.state.as_mut().project_replace(CallState::Done)

@@ -272,7 +272,7 @@ pub(super) fn result_of(outcome: &AttemptOutcome) -> AttemptResult {
 
 /// Where a routed call's failover loop starts: from scratch ([`Resume::default`]), or where
 /// the fast first pass (`router::fast`) left it.
-pub(crate) struct Resume<T, E> {
+pub(crate) struct Resume<E> {
     /// The trace so far.
     pub(crate) attempts: Attempts,
     /// The member index of the first provider considered.
@@ -286,10 +286,9 @@ pub(crate) struct Resume<T, E> {
     /// (unbound, see `Ticket::unbind`), clock, error and verdict, to be reported and settled
     /// here.
     pub(crate) failed: Option<Failed<E>>,
-    pub(crate) _served: std::marker::PhantomData<fn() -> T>,
 }
 
-impl<T, E> Default for Resume<T, E> {
+impl<E> Default for Resume<E> {
     fn default() -> Self {
         Resume {
             attempts: Attempts::new(),
@@ -297,7 +296,6 @@ impl<T, E> Default for Resume<T, E> {
             considered: 0,
             earliest: None,
             failed: None,
-            _served: std::marker::PhantomData,
         }
     }
 }
@@ -366,7 +364,7 @@ impl<E> Failover<E> {
 pub(crate) async fn run<T, E, A>(
     view: &RouteView,
     mut attempter: A,
-    resume: Resume<T, E>,
+    resume: Resume<E>,
 ) -> Result<Routed<T>, RouteError<E>>
 where
     A: Attempter<T, E>,
@@ -703,19 +701,8 @@ where
             }
             Some(Admission::Failed(failed)) => {
                 let ticket = Ticket::rebind(handle, failed.unbound);
-                let mut reporting =
-                    std::pin::pin!(attempt::Attempt::<
-                            '_,
-                            std::future::Ready<Result<T, E>>,
-                            T,
-                            E,
-                        >::plain_failed_as(
-                            ticket, failed.clock, failed.error, failed.verdict,
-                        ));
-                std::future::poll_fn(|cx| {
-                    reporting.as_mut().poll_attempt(cx, &|_: &E| failed.verdict)
-                })
-                .await
+                attempt::report_plain_failure(ticket, failed.clock, failed.error, failed.verdict)
+                    .await
             }
             None => unreachable!("every try is admitted"),
         };

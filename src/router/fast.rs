@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::Guard;
 use pin_project_lite::pin_project;
 
 use super::failover::{self, Attempter, Calls, Failed, Resume};
@@ -149,7 +150,7 @@ pin_project! {
 impl<'a, T, E, A, Mk, G> Routing<'a, T, E, A, A::Fut, Mk, G>
 where
     A: PlainAttempter<T, E>,
-    Mk: FnOnce(A, Arc<Table>, Resume<T, E>) -> G,
+    Mk: FnOnce(A, Guard<Arc<Table>>, Resume<E>) -> G,
     G: Future<Output = Result<Routed<T>, RouteError<E>>>,
 {
     /// A routed call on route `name` of the tables published in `tables`. `general` starts
@@ -172,25 +173,6 @@ where
     }
 }
 
-/// Where the fast pass's walk ended.
-enum Walk<'v> {
-    /// At a member admitted on the plain path.
-    Call(usize, Ticket<'v>),
-    /// Where the failover loop goes on: every member not considered yet.
-    Over,
-}
-
-impl<'v> Walk<'v> {
-    /// The member to call, if any. (Consumed in the match, so that the walk's borrow of the
-    /// table ends with the statement.)
-    fn into_call(self) -> Option<(usize, Ticket<'v>)> {
-        match self {
-            Walk::Call(index, ticket) => Some((index, ticket)),
-            Walk::Over => None,
-        }
-    }
-}
-
 /// Whether the fast pass may walk this route: no deadline bounds its attempts, no debug
 /// span is wanted, and its members fit the pass's bit set.
 #[inline]
@@ -202,8 +184,9 @@ fn walkable(view: &RouteView) -> bool {
 
 /// Walks the route's members in this call's order (see `failover::ordered`), marking each
 /// in `considered`: skips those rejected without their actor into the trace, and stops at
-/// the first admitted on the plain path, or at one the failover loop must decide (left
-/// unmarked). A route the pass may not walk goes to the loop from scratch.
+/// the first admitted on the plain path (returned, with its ticket), or at one the failover
+/// loop must decide (left unmarked; `None`). A route the pass may not walk goes to the loop
+/// from scratch.
 #[inline(always)]
 fn walk<'v>(
     view: &'v RouteView,
@@ -211,9 +194,9 @@ fn walk<'v>(
     first: &mut Option<usize>,
     earliest: &mut Option<Duration>,
     considered: &mut u64,
-) -> Walk<'v> {
+) -> Option<(usize, Ticket<'v>)> {
     if !walkable(view) {
-        return Walk::Over;
+        return None;
     }
     if view.as_published {
         // The common case, without the order's enum.
@@ -233,14 +216,14 @@ fn walk_in<'v>(
     first: &mut Option<usize>,
     earliest: &mut Option<Duration>,
     considered: &mut u64,
-) -> Walk<'v> {
+) -> Option<(usize, Ticket<'v>)> {
     for index in order {
         let member = &view.members[index];
         let handle = &member.handle;
         first.get_or_insert(index);
         if let Some(ticket) = handle.admit_plain() {
             *considered |= 1 << index;
-            return Walk::Call(index, ticket);
+            return Some((index, ticket));
         }
         let outcome = match handle.reject_early() {
             Some(Reject::Circuit(r)) if r.state == CircuitState::Isolated => {
@@ -252,7 +235,7 @@ fn walk_in<'v>(
                 AttemptOutcome::SkippedOpen { retry_after }
             }
             // Anything else is the failover loop's to decide, from this member.
-            _ => return Walk::Over,
+            _ => return None,
         };
         *considered |= 1 << index;
         member.counters.add(failover::result_of(&outcome));
@@ -264,13 +247,13 @@ fn walk_in<'v>(
     }
     // Every member skipped: the loop decides what an unavailable route answers (or waits,
     // under `AllOpen::Wait`).
-    Walk::Over
+    None
 }
 
 impl<'a, T, E, A, Mk, G> Future for Routing<'a, T, E, A, A::Fut, Mk, G>
 where
     A: PlainAttempter<T, E>,
-    Mk: FnOnce(A, Arc<Table>, Resume<T, E>) -> G,
+    Mk: FnOnce(A, Guard<Arc<Table>>, Resume<E>) -> G,
     G: Future<Output = Result<Routed<T>, RouteError<E>>>,
 {
     type Output = Result<Routed<T>, RouteError<E>>;
@@ -286,8 +269,7 @@ where
                 start(&mut this, &table, cx)
             }
             StageProj::Plain { fut, clock, .. } => {
-                let Poll::Ready(output) = fut.poll(cx) else {
-                    clock.suspend();
+                let Poll::Ready(output) = one::poll_plain(fut, clock, cx) else {
                     return Poll::Pending;
                 };
                 // The operation's future is dropped here, before the outcome is recorded.
@@ -319,14 +301,12 @@ where
 /// handle from its own drop before it keeps the table).
 struct GiveBack<'h> {
     handle: &'h crate::ProviderHandle,
-    unbound: Option<u64>,
+    unbound: u64,
 }
 
 impl Drop for GiveBack<'_> {
     fn drop(&mut self) {
-        if let Some(unbound) = self.unbound.take() {
-            drop(Ticket::rebind(self.handle, unbound));
-        }
+        drop(Ticket::rebind(self.handle, self.unbound));
     }
 }
 
@@ -350,7 +330,7 @@ fn start<'a, T, E, A, Mk, G>(
 ) -> Poll<Result<Routed<T>, RouteError<E>>>
 where
     A: PlainAttempter<T, E>,
-    Mk: FnOnce(A, Arc<Table>, Resume<T, E>) -> G,
+    Mk: FnOnce(A, Guard<Arc<Table>>, Resume<E>) -> G,
     G: Future<Output = Result<Routed<T>, RouteError<E>>>,
 {
     let Some(view) = table.routes.get(*this.name) else {
@@ -362,9 +342,7 @@ where
         this.first,
         this.earliest,
         this.considered,
-    )
-    .into_call()
-    {
+    ) {
         let handle = &view.members[index].handle;
         retry::deposit(view, handle);
         let clock = PlainClock::start(&ticket, true);
@@ -381,14 +359,10 @@ where
         };
         // Until the table is kept (below), only this frame can give the admission back
         // if the operation panics.
-        let unwinding = GiveBack {
-            handle,
-            unbound: Some(unbound),
-        };
-        let polled = fut.poll(cx);
+        let unwinding = GiveBack { handle, unbound };
+        let polled = one::poll_plain(fut, clock, cx);
         std::mem::forget(unwinding);
         let Poll::Ready(output) = polled else {
-            clock.suspend();
             // Kept past this poll: the handle it called lives in it.
             *this.table = Some(table.clone());
             return Poll::Pending;
@@ -422,7 +396,7 @@ fn finish<'a, T, E, A, Mk, G>(
 ) -> Poll<Result<Routed<T>, RouteError<E>>>
 where
     A: PlainAttempter<T, E>,
-    Mk: FnOnce(A, Arc<Table>, Resume<T, E>) -> G,
+    Mk: FnOnce(A, Guard<Arc<Table>>, Resume<E>) -> G,
     G: Future<Output = Result<Routed<T>, RouteError<E>>>,
 {
     let Ended {
@@ -489,7 +463,7 @@ fn hand_over<'a, T, E, A, Fut, Mk, G>(
     table: Arc<Table>,
     failed: Option<Failed<E>>,
 ) where
-    Mk: FnOnce(A, Arc<Table>, Resume<T, E>) -> G,
+    Mk: FnOnce(A, Guard<Arc<Table>>, Resume<E>) -> G,
 {
     let taken = "held until the hand-over";
     let resume = Resume {
@@ -498,9 +472,13 @@ fn hand_over<'a, T, E, A, Fut, Mk, G>(
         considered: *this.considered,
         earliest: *this.earliest,
         failed,
-        _served: PhantomData,
     };
     let general = this.general.take().expect(taken);
-    let fut = general(this.attempter.take().expect(taken), table, resume);
+    // An `Arc` wrapped as a guard (no reference count touched).
+    let fut = general(
+        this.attempter.take().expect(taken),
+        Guard::from(table),
+        resume,
+    );
     this.stage.set(Stage::General { fut: Box::pin(fut) });
 }

@@ -655,8 +655,7 @@ impl Supervisor {
     where
         A: router::Attempter<T, E>,
     {
-        let table = arc_swap::Guard::into_inner(self.table());
-        self.run_route_from(route, table, attempter, router::Resume::default())
+        self.run_route_from(route, self.table(), attempter, router::Resume::default())
             .await
     }
 
@@ -665,9 +664,10 @@ impl Supervisor {
     async fn run_route_from<T, E, A>(
         &self,
         route: &str,
-        table: Arc<Table>,
+        // The table's guard is held for the call (no reference count is touched).
+        table: arc_swap::Guard<Arc<Table>>,
         mut attempter: A,
-        resume: router::Resume<T, E>,
+        resume: router::Resume<E>,
     ) -> Result<Routed<T>, RouteError<E>>
     where
         A: router::Attempter<T, E>,
