@@ -683,3 +683,29 @@ async fn a_failure_admitted_before_a_reset_does_not_count_in_the_run_after_it() 
     fail_times(&fuse, 1).await;
     assert_eq!(state(&fuse), CircuitState::Open);
 }
+
+/// On a running clock a rejection counts `retry_after` down on the CPU's cheap clock: it
+/// keeps real time with tokio's, to well within a millisecond of the deadline the status
+/// (tokio's clock) reports, and it shrinks as real time passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_running_clock_retry_after_keeps_real_time_with_the_open_deadline() {
+    let fuse = start(Provider::new("p").breaker(Breaker::consecutive(1).open_for(secs(60)))).await;
+    fail_times(&fuse, 1).await;
+    let fake = FakeProvider::new(Step::Ok);
+    let first = open_retry_after(&fuse, &fake).await;
+    let told = fuse.status()[0].retry_after.unwrap();
+    assert!(first <= secs(60) && first > secs(59), "{first:?}");
+    let gap = first.abs_diff(told);
+    assert!(
+        gap < std::time::Duration::from_millis(1),
+        "{first:?} vs {told:?}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let later = open_retry_after(&fuse, &fake).await;
+    assert!(
+        first - later >= std::time::Duration::from_millis(20),
+        "{first:?} then {later:?}"
+    );
+    assert!(first - later < secs(1), "{first:?} then {later:?}");
+    assert_eq!(fake.calls(), 0);
+}

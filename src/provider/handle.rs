@@ -567,7 +567,7 @@ impl ProviderHandle {
     }
 
     /// The rejection of a call to a circuit that is not closed, when it is decided without
-    /// the actor: an open circuit not yet due (one clock read and one subtraction), an
+    /// the actor: an open circuit not yet due (one cheap-clock read and one subtraction), an
     /// isolated one, a half-open one with every trial slot taken. `None`: the actor decides.
     #[inline]
     fn reject_now(&self, gate: super::shared::Gate) -> Option<Reject> {

@@ -81,6 +81,11 @@ pub(crate) struct Shared {
     pub(crate) config: Provider,
     gate: AtomicU64,
     open_until: AtomicU64,
+    /// The same deadline on the cheap clock (nanoseconds since `cheap_epoch`), or 0 when it
+    /// was published while tokio's clock was paused: rejections then read tokio's clock.
+    open_until_cheap: AtomicU64,
+    /// The origin of `open_until_cheap`.
+    cheap_epoch: quanta::Instant,
     /// Free half-open trial slots, as last published.
     trial_slots: AtomicU32,
     failure_count: AtomicU32,
@@ -116,6 +121,14 @@ pub(crate) struct Shared {
     /// The fleet link, when replicas share circuit state (`fusebox::fleet`): set by the
     /// supervisor before the actor starts, never read on a closed circuit's call path.
     pub(crate) fleet: Option<std::sync::Arc<dyn super::fleet::FleetPort>>,
+}
+
+/// A duration in nanoseconds, saturating (a u64 holds 584 years).
+#[inline(always)]
+fn nanos(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(d.subsec_nanos()))
 }
 
 /// The gate word: the outcome epoch above [`FLAG_BITS`], then two flags, then the state in
@@ -186,6 +199,8 @@ impl Shared {
             id,
             gate: AtomicU64::new(encode(CircuitState::Closed, 0) | flags),
             open_until: AtomicU64::new(0),
+            open_until_cheap: AtomicU64::new(0),
+            cheap_epoch: quanta::Instant::now(),
             trial_slots: AtomicU32::new(0),
             failure_count: AtomicU32::new(0),
             epoch: now,
@@ -272,16 +287,17 @@ impl Shared {
     }
 
     /// The time left until the deadline published with the gate (the open deadline, or
-    /// while half-open the earliest trial timeout: see [`publish`](Self::publish)), read off
-    /// tokio's clock: one clock read and one subtraction of nanoseconds. Zero once it is due.
+    /// while half-open the earliest trial timeout: see [`publish`](Self::publish)): one read
+    /// of the cheap clock and one subtraction of nanoseconds, or of tokio's clock when the
+    /// deadline was published while that clock was paused. Zero once it is due.
     #[inline]
     pub(crate) fn until_deadline(&self) -> Duration {
-        let now = Instant::now().saturating_duration_since(self.epoch);
-        // Nanoseconds since `epoch` fit in a u64 for 584 years.
-        let now = now
-            .as_secs()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(u64::from(now.subsec_nanos()));
+        let cheap = self.open_until_cheap.load(Ordering::Acquire);
+        if cheap != 0 {
+            let now = nanos(quanta::Instant::now().saturating_duration_since(self.cheap_epoch));
+            return Duration::from_nanos(cheap.saturating_sub(now));
+        }
+        let now = nanos(Instant::now().saturating_duration_since(self.epoch));
         Duration::from_nanos(self.open_until.load(Ordering::Acquire).saturating_sub(now))
     }
 
@@ -381,9 +397,25 @@ impl Shared {
     /// message. Both are stored before the gate, which callers read first.
     pub(crate) fn publish(&self, breaker: &State) {
         if let Some(until) = breaker.next_deadline() {
-            let nanos = until.saturating_duration_since(self.epoch).as_nanos();
-            self.open_until
-                .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Release);
+            let now = Instant::now();
+            // Tokio's clock runs unless it is paused (then two reads agree, since nothing
+            // advances it between them on this thread). A running clock lets rejections count
+            // down on the cheap clock, which keeps real time with it: the deadline is moved
+            // onto it here. A paused one (tests) keeps them on tokio's clock, so that its
+            // advances show in `retry_after`.
+            let running = Instant::now() != now;
+            let cheap = if running {
+                let left = until.saturating_duration_since(now);
+                let at = quanta::Instant::now().saturating_duration_since(self.cheap_epoch);
+                nanos(at.saturating_add(left)).max(1)
+            } else {
+                0
+            };
+            self.open_until.store(
+                nanos(until.saturating_duration_since(self.epoch)),
+                Ordering::Release,
+            );
+            self.open_until_cheap.store(cheap, Ordering::Release);
         }
         self.trial_slots
             .store(breaker.free_trial_slots().unwrap_or(0), Ordering::Release);
