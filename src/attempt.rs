@@ -372,7 +372,7 @@ where
 /// request, is not counted then).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PlainClock {
-    started: Option<quanta::Instant>,
+    started: Option<crate::clock::Reading>,
     suspended: Option<Instant>,
 }
 
@@ -383,7 +383,7 @@ impl PlainClock {
     pub(crate) fn start(ticket: &Ticket<'_>, timed: bool) -> Self {
         PlainClock {
             started: (timed || ticket.handle().shared.config.record_durations)
-                .then(quanta::Instant::now),
+                .then(crate::clock::now),
             suspended: None,
         }
     }
@@ -401,7 +401,7 @@ impl PlainClock {
     pub(crate) fn elapsed(&self) -> Option<Duration> {
         match (self.suspended, self.started) {
             (Some(at), _) => Some(at.elapsed()),
-            (None, started) => started.map(|s| s.elapsed()),
+            (None, started) => started.map(crate::clock::since),
         }
     }
 }

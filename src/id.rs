@@ -2,12 +2,14 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
-/// A provider's name and its metadata, cheap to clone into errors, events and traces: a
-/// configured provider's id is interned for the life of the process (once per distinct name
-/// and metadata), so cloning it is a copy of one pointer; an id built with
-/// `ProviderId::from` is reference-counted.
+/// A provider's name and its metadata, cheap to clone into errors, events and traces: one
+/// pointer. Ids are interned for the life of the process, once per distinct name and
+/// metadata, so that cloning and dropping one touch no reference count (every call's error,
+/// trace and answer carry one); building the same id again (a reload, `ProviderId::from`
+/// of a configured name) finds it. Build them from names you configure, not from unbounded
+/// data: each distinct one is kept.
 ///
 /// The metadata are the free-form strings set with [`Provider::meta`](crate::Provider::meta)
 /// (a base URL, a model name, a context size): an operation given a `ProviderId` reads what
@@ -26,19 +28,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 /// assert_eq!(id.meta("model"), None);
 /// ```
 #[derive(Clone)]
-pub struct ProviderId(Repr);
-
-#[derive(Clone)]
-enum Repr {
-    /// A configured provider's id, interned for the life of the process: cloning and
-    /// dropping it touch no reference count (every call's error, trace and answer carry
-    /// one). Interned once per distinct name and metadata, however often a provider with
-    /// them is built again (a reload).
-    Interned(&'static Named),
-    /// An id built by hand (`ProviderId::from`): reference-counted, freed with its last
-    /// clone.
-    Counted(Arc<Named>),
-}
+pub struct ProviderId(&'static Named);
 
 #[derive(PartialEq, Eq)]
 struct Named {
@@ -54,7 +44,7 @@ fn interned() -> &'static Mutex<HashMap<Box<str>, Vec<&'static Named>>> {
 }
 
 impl ProviderId {
-    /// A configured provider's id, with its metadata: interned (see [`Repr::Interned`]).
+    /// The id of `name` with `meta`, interned.
     pub(crate) fn with_meta<'a>(
         name: &str,
         meta: impl IntoIterator<Item = (&'a str, &'a str)>,
@@ -63,19 +53,16 @@ impl ProviderId {
         let mut table = interned().lock().unwrap_or_else(PoisonError::into_inner);
         let same = table.entry(named.name.clone()).or_default();
         if let Some(found) = same.iter().find(|n| ***n == named) {
-            return ProviderId(Repr::Interned(found));
+            return ProviderId(found);
         }
         let leaked: &'static Named = Box::leak(Box::new(named));
         same.push(leaked);
-        ProviderId(Repr::Interned(leaked))
+        ProviderId(leaked)
     }
 
     #[inline]
-    fn named(&self) -> &Named {
-        match &self.0 {
-            Repr::Interned(named) => named,
-            Repr::Counted(named) => named,
-        }
+    fn named(&self) -> &'static Named {
+        self.0
     }
 
     /// The name.
@@ -168,7 +155,7 @@ impl fmt::Display for ProviderId {
 
 impl From<&str> for ProviderId {
     fn from(name: &str) -> Self {
-        ProviderId(Repr::Counted(Arc::new(Named::new(name, []))))
+        ProviderId::with_meta(name, [])
     }
 }
 

@@ -128,6 +128,7 @@ pub mod breaker;
 pub mod budget;
 mod bulkhead;
 pub mod classify;
+mod clock;
 pub mod config;
 mod error;
 pub mod events;

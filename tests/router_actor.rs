@@ -719,3 +719,63 @@ async fn low_headroom_steers_away_and_an_exhausted_quota_opens_until_its_reset()
         matches!(rejected, Err(CallError::Open { retry_after, .. }) if retry_after == secs(30))
     );
 }
+
+/// Routed calls read the router's table through their thread's cache: a route changed while
+/// worker threads hold the old table in theirs is read afresh by every call that starts after
+/// `upsert_route` returned, on every thread (real time, several worker threads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn every_thread_reads_a_route_changed_after_it_cached_the_old_table() {
+    let fuse = two(Supervisor::builder()).await;
+    let route = |fuse: Supervisor| async move {
+        let mut served = Vec::new();
+        for _ in 0..50 {
+            served.push(served_by(&fuse).await);
+            tokio::task::yield_now().await;
+        }
+        served
+    };
+    // Every worker thread reads (and caches) the table with "primary" first.
+    let before: Vec<_> = (0..12).map(|_| tokio::spawn(route(fuse.clone()))).collect();
+    for task in before {
+        assert!(task.await.unwrap().iter().all(|p| *p == "primary"));
+    }
+    fuse.upsert_route(Route::new("chat").providers(["secondary", "primary"]))
+        .await
+        .unwrap();
+    let after: Vec<_> = (0..12).map(|_| tokio::spawn(route(fuse.clone()))).collect();
+    for task in after {
+        let served = task.await.unwrap();
+        assert!(served.iter().all(|p| *p == "secondary"), "{served:?}");
+    }
+}
+
+/// A routed call made inside another supervisor's routed call (its operation routes again,
+/// before its first poll returns) reads each supervisor's own table: the thread's cache
+/// holds one, the nested call reads the other past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routed_call_nested_in_another_supervisors_routed_call_reads_its_own_table() {
+    let outer = two(Supervisor::builder()).await;
+    let inner = Supervisor::builder()
+        .provider(Provider::new("inner"))
+        .route(Route::new("chat").providers(["inner"]))
+        .build()
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let routed = outer
+            .route("chat", |p: ProviderId| {
+                let inner = inner.clone();
+                async move {
+                    let nested = served_by(&inner).await;
+                    Ok::<_, Down>((p, nested))
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(routed.value.0, "primary");
+        assert_eq!(routed.value.1, "inner");
+        // And back: the outer supervisor's route after the inner one took the cache.
+        assert_eq!(served_by(&outer).await, "primary");
+        assert_eq!(served_by(&inner).await, "inner");
+    }
+}

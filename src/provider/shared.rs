@@ -85,7 +85,7 @@ pub(crate) struct Shared {
     /// was published while tokio's clock was paused: rejections then read tokio's clock.
     open_until_cheap: AtomicU64,
     /// The origin of `open_until_cheap`.
-    cheap_epoch: quanta::Instant,
+    cheap_epoch: crate::clock::Reading,
     /// Free half-open trial slots, as last published.
     trial_slots: AtomicU32,
     failure_count: AtomicU32,
@@ -200,7 +200,7 @@ impl Shared {
             gate: AtomicU64::new(encode(CircuitState::Closed, 0) | flags),
             open_until: AtomicU64::new(0),
             open_until_cheap: AtomicU64::new(0),
-            cheap_epoch: quanta::Instant::now(),
+            cheap_epoch: crate::clock::now(),
             trial_slots: AtomicU32::new(0),
             failure_count: AtomicU32::new(0),
             epoch: now,
@@ -294,7 +294,7 @@ impl Shared {
     pub(crate) fn until_deadline(&self) -> Duration {
         let cheap = self.open_until_cheap.load(Ordering::Acquire);
         if cheap != 0 {
-            let now = nanos(quanta::Instant::now().saturating_duration_since(self.cheap_epoch));
+            let now = crate::clock::nanos_between(self.cheap_epoch, crate::clock::now());
             return Duration::from_nanos(cheap.saturating_sub(now));
         }
         let now = nanos(Instant::now().saturating_duration_since(self.epoch));
@@ -406,8 +406,8 @@ impl Shared {
             let running = Instant::now() != now;
             let cheap = if running {
                 let left = until.saturating_duration_since(now);
-                let at = quanta::Instant::now().saturating_duration_since(self.cheap_epoch);
-                nanos(at.saturating_add(left)).max(1)
+                let at = crate::clock::nanos_between(self.cheap_epoch, crate::clock::now());
+                at.saturating_add(nanos(left)).max(1)
             } else {
                 0
             };

@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use kameo::actor::{Actor, ActorRef};
 use kameo::message::{Context, Message};
 use tokio::sync::oneshot;
@@ -48,7 +47,7 @@ pub const HEADROOM_RECOVERED: f64 = 0.2;
 /// What the router actor starts (and restarts) with, and what outlives it.
 #[derive(Debug)]
 pub(crate) struct RouterCtx {
-    pub(crate) table: Arc<ArcSwap<Table>>,
+    pub(crate) table: super::table::Tables,
     /// Messages handled, over every incarnation.
     pub(crate) messages: AtomicU64,
     /// Tables published.
@@ -60,7 +59,7 @@ pub(crate) struct RouterCtx {
 impl RouterCtx {
     pub(crate) fn new(table: Table) -> Self {
         RouterCtx {
-            table: Arc::new(ArcSwap::from_pointee(table)),
+            table: Arc::new(super::table::Published::new(table)),
             messages: AtomicU64::new(0),
             publications: AtomicU64::new(0),
             starts: AtomicU64::new(0),

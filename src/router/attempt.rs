@@ -115,10 +115,12 @@ pub struct Attempt {
 pub struct Attempts(#[serde(serialize_with = "crate::events::ser::seq")] SmallVec<[Attempt; 2]>);
 
 impl Attempts {
+    #[inline]
     pub(crate) fn new() -> Self {
         Attempts(SmallVec::new())
     }
 
+    #[inline]
     pub(crate) fn push(&mut self, attempt: Attempt) {
         self.0.push(attempt);
     }

@@ -777,6 +777,7 @@ where
 
 /// The answer of a routed call served by member `index`, counted as a fallback when the
 /// first member considered was another.
+#[inline(always)]
 pub(super) fn served<T>(
     view: &RouteView,
     first: Option<usize>,

@@ -13,7 +13,8 @@
 //! machinery. The hand-over boxes the loop's future: one allocation, for a call that takes
 //! the loop.
 //!
-//! Within its first poll the pass reads the table through an `arc_swap` guard; it keeps the
+//! Within its first poll the pass reads the table through its thread's cache
+//! (`Published::with`: one load of the table's version, no read-modify-write); it keeps the
 //! table (an `Arc` clone) only if the operation is pending, and holds the admission of the
 //! member it calls unbound from its handle (`Ticket::unbind`), since the handle lives in
 //! that table: it is looked up again (by the route's name, in the same table) whenever it
@@ -29,6 +30,7 @@ use std::time::Duration;
 
 use arc_swap::Guard;
 use pin_project_lite::pin_project;
+use smallvec::SmallVec;
 
 use super::failover::{self, Attempter, Calls, Failed, Resume};
 use super::retry::{self, Classified};
@@ -92,15 +94,16 @@ pin_project! {
         // What the pass hands over (taken then).
         attempter: Option<A>,
         general: Option<Mk>,
-        // The trace so far, the first member considered, the earliest `retry_after` skipped.
-        attempts: Attempts,
+        // The members skipped so far, the first member considered, the earliest
+        // `retry_after` skipped.
+        skipped: Skipped,
         first: Option<usize>,
         earliest: Option<Duration>,
         // The members the walk considered (bit `i` for member `i`).
         considered: u64,
         tables: &'a Tables,
         // The table the call reads, once it must keep it past a poll (the operation it calls
-        // is pending): within its first poll it holds an `arc_swap` guard. Declared after
+        // is pending): within its first poll it borrows the thread's cache. Declared after
         // `stage`, so dropped after it: the stage's admission is given back while its handle
         // is still alive.
         table: Option<Arc<Table>>,
@@ -162,7 +165,7 @@ where
             stage: Stage::Start,
             attempter: Some(attempter),
             general: Some(general),
-            attempts: Attempts::new(),
+            skipped: Skipped::default(),
             first: None,
             earliest: None,
             considered: 0,
@@ -170,6 +173,67 @@ where
             table: None,
             _answer: PhantomData,
         }
+    }
+}
+
+/// The members a walk skipped, in order, held compactly while the call runs (the answer's
+/// trace is built from them once, with the success or on the hand-over): two inline, as the
+/// trace holds two.
+#[derive(Default)]
+struct Skipped(SmallVec<[Skip; 2]>);
+
+/// A member skipped: its index, and its `retry_after` in nanoseconds (`ISOLATED` for an
+/// isolated one).
+#[derive(Clone, Copy)]
+struct Skip {
+    index: u32,
+    retry_after: u64,
+}
+
+impl Skip {
+    const ISOLATED: u64 = u64::MAX;
+
+    fn isolated(index: usize) -> Self {
+        Skip {
+            // A walked route has at most 64 members.
+            index: index as u32,
+            retry_after: Self::ISOLATED,
+        }
+    }
+
+    fn open(index: usize, retry_after: Duration) -> Self {
+        Skip {
+            index: index as u32,
+            // Below `ISOLATED` for 584 years.
+            retry_after: u64::try_from(retry_after.as_nanos())
+                .unwrap_or(Self::ISOLATED - 1)
+                .min(Self::ISOLATED - 1),
+        }
+    }
+
+    fn outcome(self) -> AttemptOutcome {
+        match self.retry_after {
+            Self::ISOLATED => AttemptOutcome::SkippedIsolated,
+            nanos => AttemptOutcome::SkippedOpen {
+                retry_after: Duration::from_nanos(nanos),
+            },
+        }
+    }
+}
+
+impl Skipped {
+    /// The trace of the skips, at the members of `view` (the view they were walked in).
+    #[inline(always)]
+    fn trace(&self, view: &RouteView) -> Attempts {
+        let mut attempts = Attempts::new();
+        for skip in &self.0 {
+            attempts.push(Attempt {
+                provider: view.members[skip.index as usize].handle.id().clone(),
+                outcome: skip.outcome(),
+                elapsed: Duration::ZERO,
+            });
+        }
+        attempts
     }
 }
 
@@ -190,7 +254,7 @@ fn walkable(view: &RouteView) -> bool {
 #[inline(always)]
 fn walk<'v>(
     view: &'v RouteView,
-    attempts: &mut Attempts,
+    skipped: &mut Skipped,
     first: &mut Option<usize>,
     earliest: &mut Option<Duration>,
     considered: &mut u64,
@@ -201,10 +265,10 @@ fn walk<'v>(
     if view.as_published {
         // The common case, without the order's enum.
         let order = 0..view.members.len();
-        return walk_in(order, view, attempts, first, earliest, considered);
+        return walk_in(order, view, skipped, first, earliest, considered);
     }
     let order = failover::ordered(view).map(usize::from);
-    walk_in(order, view, attempts, first, earliest, considered)
+    walk_in(order, view, skipped, first, earliest, considered)
 }
 
 /// [`walk`] in `order`.
@@ -212,7 +276,7 @@ fn walk<'v>(
 fn walk_in<'v>(
     order: impl Iterator<Item = usize>,
     view: &'v RouteView,
-    attempts: &mut Attempts,
+    skipped: &mut Skipped,
     first: &mut Option<usize>,
     earliest: &mut Option<Duration>,
     considered: &mut u64,
@@ -225,25 +289,19 @@ fn walk_in<'v>(
             *considered |= 1 << index;
             return Some((index, ticket));
         }
-        let outcome = match handle.reject_early() {
-            Some(Reject::Circuit(r)) if r.state == CircuitState::Isolated => {
-                AttemptOutcome::SkippedIsolated
-            }
+        let skip = match handle.reject_early() {
+            Some(Reject::Circuit(r)) if r.state == CircuitState::Isolated => Skip::isolated(index),
             Some(Reject::Circuit(r)) => {
                 let retry_after = r.retry_after.unwrap_or_default();
                 *earliest = Some(earliest.map_or(retry_after, |e| e.min(retry_after)));
-                AttemptOutcome::SkippedOpen { retry_after }
+                Skip::open(index, retry_after)
             }
             // Anything else is the failover loop's to decide, from this member.
             _ => return None,
         };
         *considered |= 1 << index;
-        member.counters.add(failover::result_of(&outcome));
-        attempts.push(Attempt {
-            provider: handle.id().clone(),
-            outcome,
-            elapsed: Duration::ZERO,
-        });
+        member.counters.add(failover::result_of(&skip.outcome()));
+        skipped.0.push(skip);
     }
     // Every member skipped: the loop decides what an unavailable route answers (or waits,
     // under `AllOpen::Wait`).
@@ -264,9 +322,12 @@ where
             StageProj::General { fut } => fut.as_mut().poll(cx),
             StageProj::Done => panic!("routed call polled after it was ready"),
             StageProj::Start => {
-                // Held for this poll; cloned only if the call must keep it.
-                let table = this.tables.load();
-                start(&mut this, &table, cx)
+                // Read for this poll through the thread's cache; cloned only if the call
+                // must keep it.
+                let mut polled = Poll::Pending;
+                this.tables
+                    .with(|table| polled = start(&mut this, table, cx));
+                polled
             }
             StageProj::Plain { fut, clock, .. } => {
                 let Poll::Ready(output) = one::poll_plain(fut, clock, cx) else {
@@ -338,7 +399,7 @@ where
     };
     if let Some((index, ticket)) = walk(
         view,
-        this.attempts,
+        this.skipped,
         this.first,
         this.earliest,
         this.considered,
@@ -380,7 +441,7 @@ where
         };
         return finish(this, table, view, ended, cx);
     }
-    hand_over(this, table.clone(), None);
+    hand_over(this, view, table.clone(), None);
     this.stage.as_mut().poll_general(cx)
 }
 
@@ -411,7 +472,7 @@ where
         Ok(value) => {
             let elapsed = one::plain_success(ticket, clock).unwrap_or_default();
             member.counters.add(AttemptResult::Success);
-            let mut attempts = std::mem::replace(this.attempts, Attempts::new());
+            let mut attempts = this.skipped.trace(view);
             attempts.push(Attempt {
                 provider: member.handle.id().clone(),
                 outcome: AttemptOutcome::Succeeded,
@@ -439,7 +500,7 @@ where
                 verdict,
                 error,
             };
-            hand_over(this, table.clone(), Some(failed));
+            hand_over(this, view, table.clone(), Some(failed));
             this.stage.as_mut().poll_general(cx)
         }
     }
@@ -460,6 +521,7 @@ impl<Fut, G: Future> Stage<Fut, G> {
 #[inline(never)]
 fn hand_over<'a, T, E, A, Fut, Mk, G>(
     this: &mut Proj<'_, 'a, T, E, A, Fut, Mk, G>,
+    view: &RouteView,
     table: Arc<Table>,
     failed: Option<Failed<E>>,
 ) where
@@ -467,7 +529,7 @@ fn hand_over<'a, T, E, A, Fut, Mk, G>(
 {
     let taken = "held until the hand-over";
     let resume = Resume {
-        attempts: std::mem::replace(this.attempts, Attempts::new()),
+        attempts: this.skipped.trace(view),
         first: *this.first,
         considered: *this.considered,
         earliest: *this.earliest,

@@ -67,4 +67,4 @@ pub use ramp::SLOW_START_FLOOR_PERCENT;
 pub(crate) use retry::{on_content_policy, Classified, MeteredCalls};
 pub use status::{RouteMember, RouteStatus, RouterStatus};
 pub use table::Reason;
-pub(crate) use table::{AttemptResult, NameMap, RouteCounters, Table};
+pub(crate) use table::{AttemptResult, NameMap, RouteCounters, Table, Tables};

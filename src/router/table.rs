@@ -1,9 +1,10 @@
 //! The registry snapshot the router actor publishes and every call reads: the providers by
 //! name and each route's current order, with why each member stands where it does.
 
+use std::cell::{Ref, RefCell};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::breaker::CircuitState;
@@ -295,9 +296,12 @@ impl Hasher for NameHasher {
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            let mut word = [0; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
+            // Byte by byte: a copy of a variable length would be a call to `memcpy`.
+            let word = rest
+                .iter()
+                .rev()
+                .fold(0, |word, &byte| word << 8 | u64::from(byte));
+            self.add(word ^ ((rest.len() as u64) << 59));
         }
     }
 
@@ -313,7 +317,107 @@ impl Hasher for NameHasher {
 }
 
 /// Where the router publishes its tables and calls read them.
-pub(crate) type Tables = Arc<arc_swap::ArcSwap<Table>>;
+pub(crate) type Tables = Arc<Published>;
+
+/// The router's current table: an `arc_swap` cell, and a version bumped after every store
+/// so that a routed call can read the table through its thread's cache ([`with`](Self::with))
+/// with one plain load, no read-modify-write.
+#[derive(Debug)]
+pub(crate) struct Published {
+    swap: arc_swap::ArcSwap<Table>,
+    version: AtomicU64,
+    /// Tells this cell from others in a thread's cache.
+    id: u64,
+}
+
+/// The table a thread last read, of which cell, at which version. One per thread: it keeps
+/// that table (its handles and their counters, not their actors, which their supervisor
+/// stops) alive until the thread reads another table or exits.
+struct Seen {
+    id: u64,
+    version: u64,
+    table: Arc<Table>,
+}
+
+thread_local! {
+    static SEEN: RefCell<Option<Seen>> = const { RefCell::new(None) };
+}
+
+impl Published {
+    pub(crate) fn new(table: Table) -> Self {
+        static IDS: AtomicU64 = AtomicU64::new(0);
+        Published {
+            swap: arc_swap::ArcSwap::from_pointee(table),
+            version: AtomicU64::new(0),
+            id: IDS.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// The current table, through an `arc_swap` guard.
+    pub(crate) fn load(&self) -> arc_swap::Guard<Arc<Table>> {
+        self.swap.load()
+    }
+
+    /// The current table.
+    pub(crate) fn load_full(&self) -> Arc<Table> {
+        self.swap.load_full()
+    }
+
+    /// Publishes `table`: a call that reads after this returns reads it (or a later one).
+    pub(crate) fn store(&self, table: Arc<Table>) {
+        self.swap.store(table);
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// Runs `f` on the current table, as this thread last read it if no table was published
+    /// since (one load of the version), else read afresh and kept for the next call. A call
+    /// nested in `f` reads the same cache; one that would replace it while `f` runs (another
+    /// supervisor's), or a read during the thread's exit, reads the cell itself.
+    #[inline(always)]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&Arc<Table>) -> R) -> R {
+        let version = self.version.load(Ordering::Acquire);
+        let mut f = Some(f);
+        let read = SEEN.try_with(|seen| {
+            let f = f.take().expect("taken once");
+            let cached = seen.try_borrow().ok().and_then(|seen| {
+                Ref::filter_map(seen, |seen| {
+                    seen.as_ref()
+                        .filter(|s| s.id == self.id && s.version == version)
+                        .map(|s| &s.table)
+                })
+                .ok()
+            });
+            match cached {
+                Some(table) => f(&table),
+                None => self.refresh(Some(seen), version, f),
+            }
+        });
+        match read {
+            Ok(done) => done,
+            Err(_) => self.refresh(None, version, f.take().expect("not run")),
+        }
+    }
+
+    /// [`with`](Self::with) when this thread's cache (`seen`) does not hold the current table.
+    #[inline(never)]
+    fn refresh<R>(
+        &self,
+        seen: Option<&RefCell<Option<Seen>>>,
+        version: u64,
+        f: impl FnOnce(&Arc<Table>) -> R,
+    ) -> R {
+        // At least as new as `version`: it was read first.
+        let table = self.swap.load_full();
+        if let Some(mut seen) = seen.and_then(|seen| seen.try_borrow_mut().ok()) {
+            *seen = Some(Seen {
+                id: self.id,
+                version,
+                table: table.clone(),
+            });
+        }
+        f(&table)
+    }
+}
 
 impl Table {
     /// The current state of a member, from its published gate.

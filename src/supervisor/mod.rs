@@ -92,7 +92,7 @@ impl ShutdownReport {
 #[derive(Debug)]
 struct Inner {
     /// The registry as the router actor last published it.
-    table: Arc<arc_swap::ArcSwap<Table>>,
+    table: crate::router::Tables,
     router: ActorRef<RouterActor>,
     router_ctx: Arc<RouterCtx>,
     events: broadcast::Sender<Event>,
