@@ -324,10 +324,7 @@ where
             StageProj::Start => {
                 // Read for this poll through the thread's cache; cloned only if the call
                 // must keep it.
-                let mut polled = Poll::Pending;
-                this.tables
-                    .with(|table| polled = start(&mut this, table, cx));
-                polled
+                this.tables.with(|table| start(&mut this, table, cx))
             }
             StageProj::Plain { fut, clock, .. } => {
                 let Poll::Ready(output) = one::poll_plain(fut, clock, cx) else {
