@@ -784,3 +784,54 @@ fn providers_with_probes_stay_clone_debug_and_comparable() {
         (secs(5), secs(5), secs(40), 1)
     );
 }
+
+/// A probe is code, which TOML cannot hold: a TOML reload keeps each provider's probe, also
+/// when the provider's other settings change (it restarts with the new ones and the probe).
+#[tokio::test(start_paused = true)]
+async fn a_toml_reload_keeps_each_providers_probe() {
+    let primary = Backend::new(true);
+    let fuse = probed(Probe::new(secs(5), primary.probe_op(ms(0)))).await;
+    fuse.reload_toml_str(
+        r#"
+        [[providers]]
+        name = "primary"
+        breaker = { consecutive = 2, open_for = "10m", jitter = 0.0 }
+        [[providers]]
+        name = "fallback"
+        [[routes]]
+        name = "chat"
+        providers = ["primary", "fallback"]
+        "#,
+    )
+    .await
+    .unwrap();
+    let config = fuse.config();
+    let reloaded = config.providers.iter().find(|p| p.name() == "primary");
+    assert!(reloaded.unwrap().probe_config().is_some());
+    assert!(config.providers[1].probe_config().is_none());
+
+    primary.set_up(false);
+    for _ in 0..2 {
+        route(&fuse, &primary).await;
+    }
+    settle().await;
+    let s = status(&fuse, "primary");
+    assert_eq!(
+        s.state,
+        CircuitState::Open,
+        "the reloaded threshold (2) applies"
+    );
+    primary.set_up(true);
+    sleep(secs(6)).await;
+    settle().await;
+    assert!(primary.probes() >= 1, "the probe ran after the reload");
+    let s = status(&fuse, "primary");
+    assert_eq!(
+        s.state,
+        CircuitState::HalfOpen,
+        "the probe ended the open period"
+    );
+    assert_eq!(primary.user_calls(), 2, "no user call before the probe");
+    assert_eq!(route(&fuse, &primary).await, "primary");
+    assert_eq!(status(&fuse, "primary").state, CircuitState::Closed);
+}

@@ -61,7 +61,9 @@ pub(crate) type ProbeFn = dyn Fn() -> BoxFuture<'static, bool> + Send + Sync;
 /// probe, not a user's request, finds out when the provider is back.
 ///
 /// A probe is code, so it is set with the builder only: the TOML format has no key for it,
-/// and a [`Config`](crate::Config) read from TOML (or reloaded from it) has no probe.
+/// and a [`Config`](crate::Config) read from TOML has no probe. A running provider keeps its
+/// probe through [`Supervisor::reload_toml_str`](crate::Supervisor::reload_toml_str) and
+/// `reload_toml_file` (and the ops endpoint's `POST /reload`).
 ///
 /// # Examples
 ///

@@ -429,13 +429,24 @@ impl Supervisor {
     }
 
     /// Reads a TOML configuration (see [`crate::config::file`]) and [`reload`](Self::reload)s
-    /// it.
+    /// it. A recovery [`Probe`](crate::Probe) is code, which TOML cannot hold: each provider
+    /// the file names keeps the probe it runs with (also when its other settings change).
     ///
     /// # Errors
     ///
     /// As for [`reload`](Self::reload), and the TOML's first problem with its line.
     pub async fn reload_toml_str(&self, toml: &str) -> Result<(), ConfigError> {
-        self.reload(Config::from_toml_str(toml)?).await
+        let mut config = Config::from_toml_str(toml)?;
+        // A probe is code, so TOML has none: each provider keeps the probe it runs with.
+        let running = self.table().clone();
+        for provider in &mut config.providers {
+            if let Some(handle) = running.providers.get(provider.name()) {
+                if provider.probe.is_none() {
+                    provider.probe.clone_from(&handle.shared.config.probe);
+                }
+            }
+        }
+        self.reload(config).await
     }
 
     /// Reads a TOML configuration file and [`reload`](Self::reload)s it.
