@@ -49,6 +49,7 @@ async fn supervisor() -> Supervisor {
         .provider(Provider::new("secondary"))
         .route(Route::new("healthy").providers(["plain", "secondary"]))
         .route(Route::new("fallback").providers(["open", "secondary"]))
+        .route(Route::new("bulkheaded").providers(["bulkheaded", "secondary"]))
         .route(
             Route::new("least_loaded")
                 .providers(["plain", "secondary"])
@@ -179,6 +180,10 @@ fn rejections_and_routed_calls_allocate_nothing() {
     measure("routed call, least-loaded policy", &mut || {
         let r = ready(fuse.route("least_loaded", |_| async { Ok::<u64, Verdict>(1) }));
         assert!(r.is_ok());
+    });
+    measure("routed call, primary with a bulkhead", &mut || {
+        let r = ready(fuse.route("bulkheaded", |_| async { Ok::<u64, Verdict>(1) }));
+        assert_eq!(r.expect("served").provider, "bulkheaded");
     });
     measure(
         "routed call, primary open (served by the secondary)",

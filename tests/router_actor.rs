@@ -779,3 +779,79 @@ async fn a_routed_call_nested_in_another_supervisors_routed_call_reads_its_own_t
         assert_eq!(served_by(&inner).await, "inner");
     }
 }
+
+/// A routed call to a provider whose only setting beyond its breaker is a bulkhead holds one
+/// of its slots for as long as the operation runs, without the failover loop: the bulkhead
+/// bounds routed calls as it bounds direct ones, and the slot comes back when the call
+/// succeeds, fails or is dropped.
+#[tokio::test(start_paused = true)]
+async fn a_routed_call_holds_a_bulkhead_slot_until_it_ends() {
+    let fuse = Supervisor::builder()
+        .provider(
+            Provider::new("primary")
+                .breaker(breaker())
+                .bulkhead(Bulkhead::new(2)),
+        )
+        .provider(Provider::new("secondary"))
+        .route(Route::new("chat").providers(["primary", "secondary"]))
+        .build()
+        .await
+        .unwrap();
+    let in_flight = || fuse.provider("primary").unwrap().status().in_flight;
+    let (release, held) = tokio::sync::watch::channel(false);
+    let hold = |fuse: Supervisor, held: tokio::sync::watch::Receiver<bool>| {
+        tokio::spawn(async move {
+            fuse.route("chat", move |p: ProviderId| {
+                let mut held = held.clone();
+                async move {
+                    let _ = held.wait_for(|go| *go).await;
+                    Ok::<_, Down>(p)
+                }
+            })
+            .await
+            .map(|r| r.provider)
+        })
+    };
+    // Two calls take both slots; the third goes to the secondary, whose answer is at once.
+    let first = hold(fuse.clone(), held.clone());
+    let second = hold(fuse.clone(), held.clone());
+    settle().await;
+    assert_eq!(in_flight(), 2);
+    let third = hold(fuse.clone(), held.clone());
+    settle().await;
+    release.send(true).unwrap();
+    assert_eq!(first.await.unwrap().unwrap(), "primary");
+    assert_eq!(second.await.unwrap().unwrap(), "primary");
+    assert_eq!(third.await.unwrap().unwrap(), "secondary");
+    assert_eq!(in_flight(), 0);
+
+    // A failed call gives its slot back (and fails over); a dropped one does too.
+    let failed = fuse
+        .route("chat", |p: ProviderId| async move {
+            if p == "primary" {
+                Err(Down)
+            } else {
+                Ok(p)
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed.provider, "secondary");
+    let (_never, pending) = tokio::sync::watch::channel(false);
+    let dropped = hold(fuse.clone(), pending.clone());
+    settle().await;
+    assert_eq!(in_flight(), 1);
+    dropped.abort();
+    settle().await;
+    assert_eq!(in_flight(), 0);
+    // Both slots are free again: two calls held at once are both served by the primary.
+    let (release, held) = tokio::sync::watch::channel(false);
+    let a = hold(fuse.clone(), held.clone());
+    let b = hold(fuse.clone(), held.clone());
+    settle().await;
+    release.send(true).unwrap();
+    assert_eq!(a.await.unwrap().unwrap(), "primary");
+    assert_eq!(b.await.unwrap().unwrap(), "primary");
+    let status = fuse.provider("primary").unwrap().status();
+    assert_eq!((status.in_flight, status.failed), (0, 1));
+}

@@ -522,6 +522,30 @@ impl ProviderHandle {
         })
     }
 
+    /// [`admit_plain`](Self::admit_plain) for a provider whose only general setting is its
+    /// bulkhead: the ticket and a free bulkhead slot, held until the call ends. `None` when
+    /// there is no free slot (the failover loop queues or skips), or as `admit_plain`.
+    #[inline(never)]
+    pub(crate) fn admit_slotted(&self) -> Option<(Ticket<'_>, OwnedSemaphorePermit)> {
+        let shared = &*self.shared;
+        let epoch = shared.slotted_epoch()?;
+        let slot = shared.bulkhead.as_ref()?.try_acquire().ok()?;
+        let counters = &shared.counters;
+        counters.admit();
+        if self.closing.is_closed() {
+            counters.unadmit();
+            self.closing.call_finished();
+            return None;
+        }
+        Some((
+            Ticket {
+                handle: self,
+                epoch,
+            },
+            slot,
+        ))
+    }
+
     /// Admits a call without waiting, when that can be decided at once: a closed circuit
     /// (with a free bulkhead slot, or a full bulkhead without a queue), an open one not yet
     /// due, an isolated one, a half-open one with every trial slot taken, a closed

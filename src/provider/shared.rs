@@ -94,6 +94,10 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     pub(crate) bulkhead: Option<Compartment>,
     pub(crate) slow_threshold: Option<Duration>,
+    /// Whether the bulkhead is the only reason its calls leave the plain path (no budget,
+    /// call timeout or slow-call threshold): a routed call then admits one with a slot
+    /// (`ProviderHandle::admit_slotted`), unless a route reads its latency average.
+    bulkhead_only: bool,
     pub(crate) core: Mutex<Core>,
     /// The call-duration histograms.
     pub(crate) durations: crate::metrics::Durations,
@@ -193,6 +197,10 @@ impl Shared {
             || config.call_timeout.is_some()
             || config.breaker.slow_call.is_some();
         let flags = if general { GENERAL } else { 0 };
+        let bulkhead_only = config.bulkhead.is_some()
+            && config.budget.is_none()
+            && config.call_timeout.is_none()
+            && config.breaker.slow_call.is_none();
         Ok(Shared {
             durations: crate::metrics::Durations::new(&id),
             timed: config.record_durations || config.breaker.slow_call.is_some(),
@@ -207,6 +215,7 @@ impl Shared {
             counters: Counters::new(),
             bulkhead: config.bulkhead.as_ref().map(Compartment::new),
             slow_threshold: config.breaker.slow_call.map(|(d, _)| d),
+            bulkhead_only,
             core: Mutex::new(core),
             latency: AtomicU64::new(0),
             taken_successes: AtomicU64::new(0),
@@ -272,6 +281,17 @@ impl Shared {
     pub(crate) fn plain_epoch(&self) -> Option<u64> {
         let word = self.gate.load(Ordering::Acquire);
         (word & ((1 << FLAG_BITS) - 1) == 0).then_some(word >> FLAG_BITS)
+    }
+
+    /// The epoch of a closed circuit whose calls leave the plain path for its bulkhead alone
+    /// (see `bulkhead_only`), its actor running: `None` otherwise.
+    #[inline]
+    pub(crate) fn slotted_epoch(&self) -> Option<u64> {
+        if !self.bulkhead_only || self.latency_wanted() {
+            return None;
+        }
+        let word = self.gate.load(Ordering::Acquire);
+        (word & ((1 << FLAG_BITS) - 1) == GENERAL).then_some(word >> FLAG_BITS)
     }
 
     /// Publishes that the provider's actor stopped for good: calls take the general path,

@@ -1,7 +1,9 @@
 //! The fast first pass of a routed call: a hand-written future for the common case, a route
 //! walked in this call's order (the router's published order, re-sorted by a per-call
 //! policy or a slow-start ramp as the failover loop would) whose first member that can take
-//! the call is admitted on the plain path (see `ProviderHandle::admit_plain`).
+//! the call is admitted on the plain path (see `ProviderHandle::admit_plain`), or, when a
+//! bulkhead is all it needs besides, with one of its free slots (`admit_slotted`), held in
+//! the pass's state until the operation ends.
 //!
 //! Members rejected without their actor (open, isolated, half-open with every trial slot
 //! taken) are skipped into the trace as the failover loop would skip them; the first member
@@ -31,6 +33,7 @@ use std::time::Duration;
 use arc_swap::Guard;
 use pin_project_lite::pin_project;
 use smallvec::SmallVec;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::failover::{self, Attempter, Calls, Failed, Resume};
 use super::retry::{self, Classified};
@@ -115,7 +118,7 @@ pin_project! {
             let mut this = this.project();
             if let StageProj::Plain { .. } = this.stage.as_mut().project() {
                 // The operation's future is dropped first, then its admission is given back
-                // (as a cancellation).
+                // (as a cancellation), then its bulkhead slot.
                 if let StageOwn::Plain { index, unbound, .. } =
                     this.stage.as_mut().project_replace(Stage::Done)
                 {
@@ -134,13 +137,15 @@ pin_project! {
     #[project_replace = StageOwn]
     enum Stage<Fut, G> {
         Start,
-        // Calling member `index`, admitted on the plain path.
+        // Calling member `index`, admitted on the plain path (holding a slot of its
+        // bulkhead, if that is all it needs besides).
         Plain {
             #[pin]
             fut: Fut,
             unbound: u64,
             clock: PlainClock,
             index: usize,
+            slot: Option<OwnedSemaphorePermit>,
         },
         // The failover loop, from where the pass left it: boxed, so that the fast pass's
         // future stays small (it is moved when the call is made, and its stage replaced as
@@ -258,7 +263,7 @@ fn walk<'v>(
     first: &mut Option<usize>,
     earliest: &mut Option<Duration>,
     considered: &mut u64,
-) -> Option<(usize, Ticket<'v>)> {
+) -> Option<(usize, Ticket<'v>, Option<OwnedSemaphorePermit>)> {
     if !walkable(view) {
         return None;
     }
@@ -280,14 +285,19 @@ fn walk_in<'v>(
     first: &mut Option<usize>,
     earliest: &mut Option<Duration>,
     considered: &mut u64,
-) -> Option<(usize, Ticket<'v>)> {
+) -> Option<(usize, Ticket<'v>, Option<OwnedSemaphorePermit>)> {
     for index in order {
         let member = &view.members[index];
         let handle = &member.handle;
         first.get_or_insert(index);
         if let Some(ticket) = handle.admit_plain() {
             *considered |= 1 << index;
-            return Some((index, ticket));
+            return Some((index, ticket, None));
+        }
+        // A bulkhead alone keeps it off the plain path: admitted with a free slot.
+        if let Some((ticket, slot)) = handle.admit_slotted() {
+            *considered |= 1 << index;
+            return Some((index, ticket, Some(slot)));
         }
         let skip = match handle.reject_early() {
             Some(Reject::Circuit(r)) if r.state == CircuitState::Isolated => Skip::isolated(index),
@@ -330,16 +340,19 @@ where
                 let Poll::Ready(output) = one::poll_plain(fut, clock, cx) else {
                     return Poll::Pending;
                 };
-                // The operation's future is dropped here, before the outcome is recorded.
+                // The operation's future is dropped here, before the outcome is recorded,
+                // and its bulkhead slot is free again.
                 let StageOwn::Plain {
                     unbound,
                     clock,
                     index,
+                    slot,
                     ..
                 } = this.stage.as_mut().project_replace(Stage::Done)
                 else {
                     unreachable!("the call was plain")
                 };
+                drop(slot);
                 let table = this.table.take().expect("kept while the call was pending");
                 let view = table.routes.get(*this.name).expect("the same table");
                 let ended = Ended {
@@ -394,7 +407,7 @@ where
     let Some(view) = table.routes.get(*this.name) else {
         return Poll::Ready(Err(RouteError::UnknownRoute((*this.name).to_owned())));
     };
-    if let Some((index, ticket)) = walk(
+    if let Some((index, ticket, slot)) = walk(
         view,
         this.skipped,
         this.first,
@@ -411,6 +424,7 @@ where
             unbound,
             clock,
             index,
+            slot,
         });
         let StageProj::Plain { fut, clock, .. } = this.stage.as_mut().project() else {
             unreachable!("the call was just made plain")
@@ -425,11 +439,16 @@ where
             *this.table = Some(table.clone());
             return Poll::Pending;
         };
-        let StageOwn::Plain { unbound, clock, .. } =
-            this.stage.as_mut().project_replace(Stage::Done)
+        let StageOwn::Plain {
+            unbound,
+            clock,
+            slot,
+            ..
+        } = this.stage.as_mut().project_replace(Stage::Done)
         else {
             unreachable!("the call was plain")
         };
+        drop(slot);
         let ended = Ended {
             output,
             index,

@@ -5,10 +5,10 @@
 //! atomic load (no message to the router, no lock) and runs in the caller's task, checking
 //! each provider's published gate as it goes: a stale order changes only preference, never
 //! lets a call reach an open circuit. A hand-written first pass serves the common case (the
-//! first provider that can take the call needs nothing but its counters: no bulkhead,
-//! budget, call timeout or slow-call threshold, and the route has no deadline) without an
-//! allocation; anything else goes on in the failover loop, whose state is boxed once per
-//! call.
+//! first provider that can take the call needs nothing but its counters and perhaps a free
+//! bulkhead slot: no budget, call timeout or slow-call threshold, and the route has no
+//! deadline) without an allocation; anything else (a bulkhead queue to wait in, a failure to
+//! fail over from) goes on in the failover loop, whose state is boxed once per call.
 //!
 //! How the router orders a route ([`Reason`] says why each provider stands where it does):
 //!
