@@ -71,6 +71,25 @@ impl Compartment {
         }
     }
 
+    /// A slot if one is free now, taken without a permit to hold: it must be given back with
+    /// [`give_back`](Self::give_back) exactly once. For a call that keeps its slot as a flag
+    /// (a routed call's fast pass) rather than as a permit.
+    #[inline]
+    pub(crate) fn try_take(&self) -> bool {
+        match self.slots.try_acquire() {
+            Ok(permit) => {
+                permit.forget();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Gives back a slot taken by [`try_take`](Self::try_take).
+    pub(crate) fn give_back(&self) {
+        self.slots.add_permits(1);
+    }
+
     /// A slot, at once or (when `queue` is set) after waiting in the queue. Returns whether
     /// it had to wait.
     ///

@@ -844,6 +844,20 @@ async fn a_routed_call_holds_a_bulkhead_slot_until_it_ends() {
     dropped.abort();
     settle().await;
     assert_eq!(in_flight(), 0);
+    // So does one whose operation panics in its first poll.
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        use std::future::Future;
+        let mut routed = std::pin::pin!(fuse.route("chat", |_p: ProviderId| async {
+            panic!("the operation panicked");
+            #[allow(unreachable_code)]
+            Ok::<(), Down>(())
+        }));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let _ = routed.as_mut().poll(&mut cx);
+    }));
+    assert!(panicked.is_err());
+    settle().await;
+    assert_eq!(in_flight(), 0);
     // Both slots are free again: two calls held at once are both served by the primary.
     let (release, held) = tokio::sync::watch::channel(false);
     let a = hold(fuse.clone(), held.clone());
@@ -853,5 +867,8 @@ async fn a_routed_call_holds_a_bulkhead_slot_until_it_ends() {
     assert_eq!(a.await.unwrap().unwrap(), "primary");
     assert_eq!(b.await.unwrap().unwrap(), "primary");
     let status = fuse.provider("primary").unwrap().status();
-    assert_eq!((status.in_flight, status.failed), (0, 1));
+    assert_eq!(
+        (status.in_flight, status.failed, status.cancelled),
+        (0, 1, 2)
+    );
 }

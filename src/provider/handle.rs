@@ -523,27 +523,38 @@ impl ProviderHandle {
     }
 
     /// [`admit_plain`](Self::admit_plain) for a provider whose only general setting is its
-    /// bulkhead: the ticket and a free bulkhead slot, held until the call ends. `None` when
-    /// there is no free slot (the failover loop queues or skips), or as `admit_plain`.
+    /// bulkhead: the ticket, with a free slot of the bulkhead taken, which the caller gives
+    /// back with [`give_back_slot`](Self::give_back_slot) exactly once when the call ends.
+    /// `None` when there is no free slot (the failover loop queues or skips), or as
+    /// `admit_plain`.
     #[inline(never)]
-    pub(crate) fn admit_slotted(&self) -> Option<(Ticket<'_>, OwnedSemaphorePermit)> {
+    pub(crate) fn admit_slotted(&self) -> Option<Ticket<'_>> {
         let shared = &*self.shared;
         let epoch = shared.slotted_epoch()?;
-        let slot = shared.bulkhead.as_ref()?.try_acquire().ok()?;
+        let bulkhead = shared.bulkhead.as_ref()?;
+        if !bulkhead.try_take() {
+            return None;
+        }
         let counters = &shared.counters;
         counters.admit();
         if self.closing.is_closed() {
             counters.unadmit();
             self.closing.call_finished();
+            bulkhead.give_back();
             return None;
         }
-        Some((
-            Ticket {
-                handle: self,
-                epoch,
-            },
-            slot,
-        ))
+        Some(Ticket {
+            handle: self,
+            epoch,
+        })
+    }
+
+    /// Gives back the bulkhead slot of a call admitted by [`admit_slotted`](Self::admit_slotted).
+    #[inline(never)]
+    pub(crate) fn give_back_slot(&self) {
+        if let Some(bulkhead) = &self.shared.bulkhead {
+            bulkhead.give_back();
+        }
     }
 
     /// Admits a call without waiting, when that can be decided at once: a closed circuit

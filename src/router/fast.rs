@@ -33,7 +33,6 @@ use std::time::Duration;
 use arc_swap::Guard;
 use pin_project_lite::pin_project;
 use smallvec::SmallVec;
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::failover::{self, Attempter, Calls, Failed, Resume};
 use super::retry::{self, Classified};
@@ -119,12 +118,20 @@ pin_project! {
             if let StageProj::Plain { .. } = this.stage.as_mut().project() {
                 // The operation's future is dropped first, then its admission is given back
                 // (as a cancellation), then its bulkhead slot.
-                if let StageOwn::Plain { index, unbound, .. } =
-                    this.stage.as_mut().project_replace(Stage::Done)
+                if let StageOwn::Plain {
+                    index,
+                    unbound,
+                    slotted,
+                    ..
+                } = this.stage.as_mut().project_replace(Stage::Done)
                 {
                     if let Some(view) = this.table.as_ref().and_then(|t| t.routes.get(*this.name))
                     {
-                        drop(Ticket::rebind(&view.members[index].handle, unbound));
+                        let handle = &view.members[index as usize].handle;
+                        drop(Ticket::rebind(handle, unbound));
+                        if slotted {
+                            handle.give_back_slot();
+                        }
                     }
                 }
             }
@@ -144,8 +151,9 @@ pin_project! {
             fut: Fut,
             unbound: u64,
             clock: PlainClock,
-            index: usize,
-            slot: Option<OwnedSemaphorePermit>,
+            index: u32,
+            // Whether it holds a slot of the member's bulkhead (`admit_slotted`).
+            slotted: bool,
         },
         // The failover loop, from where the pass left it: boxed, so that the fast pass's
         // future stays small (it is moved when the call is made, and its stage replaced as
@@ -263,7 +271,7 @@ fn walk<'v>(
     first: &mut Option<usize>,
     earliest: &mut Option<Duration>,
     considered: &mut u64,
-) -> Option<(usize, Ticket<'v>, Option<OwnedSemaphorePermit>)> {
+) -> Option<(usize, Ticket<'v>, bool)> {
     if !walkable(view) {
         return None;
     }
@@ -285,19 +293,19 @@ fn walk_in<'v>(
     first: &mut Option<usize>,
     earliest: &mut Option<Duration>,
     considered: &mut u64,
-) -> Option<(usize, Ticket<'v>, Option<OwnedSemaphorePermit>)> {
+) -> Option<(usize, Ticket<'v>, bool)> {
     for index in order {
         let member = &view.members[index];
         let handle = &member.handle;
         first.get_or_insert(index);
         if let Some(ticket) = handle.admit_plain() {
             *considered |= 1 << index;
-            return Some((index, ticket, None));
+            return Some((index, ticket, false));
         }
         // A bulkhead alone keeps it off the plain path: admitted with a free slot.
-        if let Some((ticket, slot)) = handle.admit_slotted() {
+        if let Some(ticket) = handle.admit_slotted() {
             *considered |= 1 << index;
-            return Some((index, ticket, Some(slot)));
+            return Some((index, ticket, true));
         }
         let skip = match handle.reject_early() {
             Some(Reject::Circuit(r)) if r.state == CircuitState::Isolated => Skip::isolated(index),
@@ -346,15 +354,18 @@ where
                     unbound,
                     clock,
                     index,
-                    slot,
+                    slotted,
                     ..
                 } = this.stage.as_mut().project_replace(Stage::Done)
                 else {
                     unreachable!("the call was plain")
                 };
-                drop(slot);
                 let table = this.table.take().expect("kept while the call was pending");
                 let view = table.routes.get(*this.name).expect("the same table");
+                let index = index as usize;
+                if slotted {
+                    view.members[index].handle.give_back_slot();
+                }
                 let ended = Ended {
                     output,
                     index,
@@ -373,11 +384,15 @@ where
 struct GiveBack<'h> {
     handle: &'h crate::ProviderHandle,
     unbound: u64,
+    slotted: bool,
 }
 
 impl Drop for GiveBack<'_> {
     fn drop(&mut self) {
         drop(Ticket::rebind(self.handle, self.unbound));
+        if self.slotted {
+            self.handle.give_back_slot();
+        }
     }
 }
 
@@ -407,7 +422,7 @@ where
     let Some(view) = table.routes.get(*this.name) else {
         return Poll::Ready(Err(RouteError::UnknownRoute((*this.name).to_owned())));
     };
-    if let Some((index, ticket, slot)) = walk(
+    if let Some((index, ticket, slotted)) = walk(
         view,
         this.skipped,
         this.first,
@@ -423,15 +438,20 @@ where
             fut: attempter.start(handle.id().clone()),
             unbound,
             clock,
-            index,
-            slot,
+            // A walked route has at most 64 members.
+            index: index as u32,
+            slotted,
         });
         let StageProj::Plain { fut, clock, .. } = this.stage.as_mut().project() else {
             unreachable!("the call was just made plain")
         };
         // Until the table is kept (below), only this frame can give the admission back
         // if the operation panics.
-        let unwinding = GiveBack { handle, unbound };
+        let unwinding = GiveBack {
+            handle,
+            unbound,
+            slotted,
+        };
         let polled = one::poll_plain(fut, clock, cx);
         std::mem::forget(unwinding);
         let Poll::Ready(output) = polled else {
@@ -439,16 +459,14 @@ where
             *this.table = Some(table.clone());
             return Poll::Pending;
         };
-        let StageOwn::Plain {
-            unbound,
-            clock,
-            slot,
-            ..
-        } = this.stage.as_mut().project_replace(Stage::Done)
+        let StageOwn::Plain { unbound, clock, .. } =
+            this.stage.as_mut().project_replace(Stage::Done)
         else {
             unreachable!("the call was plain")
         };
-        drop(slot);
+        if slotted {
+            handle.give_back_slot();
+        }
         let ended = Ended {
             output,
             index,
