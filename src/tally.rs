@@ -2,7 +2,7 @@
 //! load and store, no read-modify-write, and still exact, because only the line's owner ever
 //! writes it.
 //!
-//! The first [`OWN_LINES`] threads that count get a line each (given back when the thread
+//! The first [`own_lines`] threads that count get a line each (given back when the thread
 //! exits, and passed on to a later thread with the counts on it, which only ever grow);
 //! threads beyond them share one line with atomic increments. A read sums every line: it
 //! is exact once the counting threads have synchronised with the reader (a join, a channel,
@@ -16,8 +16,17 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
-/// How many threads get a line of their own.
-pub(crate) const OWN_LINES: usize = 32;
+/// How many threads get a line of their own: twice the CPUs plus two (a runtime's workers,
+/// and the threads that call from outside them), at most 32. Each line is 128 bytes per
+/// tally, and a provider has one tally and one per route it is in, so the count is kept to
+/// what can run at once (on 2 CPUs: 6 lines, 896 bytes a tally).
+pub(crate) fn own_lines() -> usize {
+    static LINES: OnceLock<usize> = OnceLock::new();
+    *LINES.get_or_init(|| {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        cpus.saturating_mul(2).saturating_add(2).min(32)
+    })
+}
 
 /// No line yet (the thread has not counted).
 const UNASSIGNED: usize = usize::MAX;
@@ -34,7 +43,7 @@ thread_local! {
 /// The lines no thread owns.
 fn free() -> &'static Mutex<Vec<usize>> {
     static FREE: OnceLock<Mutex<Vec<usize>>> = OnceLock::new();
-    FREE.get_or_init(|| Mutex::new((0..OWN_LINES).rev().collect()))
+    FREE.get_or_init(|| Mutex::new((0..own_lines()).rev().collect()))
 }
 
 struct Owner(Cell<Option<usize>>);
@@ -54,7 +63,7 @@ impl Drop for Owner {
     }
 }
 
-/// This thread's line: below [`OWN_LINES`] for a line of its own, [`SHARED`] otherwise.
+/// This thread's line: below [`own_lines`] for a line of its own, [`SHARED`] otherwise.
 #[inline(always)]
 fn line() -> usize {
     let line = LINE.get();
@@ -106,7 +115,7 @@ pub(crate) struct Tally<const N: usize> {
 impl<const N: usize> Default for Tally<N> {
     fn default() -> Self {
         Tally {
-            own: (0..OWN_LINES).map(|_| Line::new()).collect(),
+            own: (0..own_lines()).map(|_| Line::new()).collect(),
             shared: Line::new(),
         }
     }
@@ -148,7 +157,7 @@ mod tests {
         // More threads than own lines, some exiting before others start (their lines are
         // passed on with their counts).
         for round in 0..3 {
-            let threads: Vec<_> = (0..OWN_LINES + 8)
+            let threads: Vec<_> = (0..own_lines() + 8)
                 .map(|_| {
                     let tally = tally.clone();
                     std::thread::spawn(move || {
@@ -163,9 +172,9 @@ mod tests {
                 thread.join().expect("thread");
             }
         }
-        let threads = 3 * (OWN_LINES as u64 + 8);
+        let threads = 3 * (own_lines() as u64 + 8);
         assert_eq!(tally.get(0), threads * 1_000);
         assert_eq!(tally.get(1), 0);
-        assert_eq!(tally.get(2), (OWN_LINES as u64 + 8) * (1 + 2 + 3));
+        assert_eq!(tally.get(2), (own_lines() as u64 + 8) * (1 + 2 + 3));
     }
 }
