@@ -686,7 +686,8 @@ async fn a_failure_admitted_before_a_reset_does_not_count_in_the_run_after_it() 
 
 /// On a running clock a rejection counts `retry_after` down on the CPU's cheap clock: it
 /// keeps real time with tokio's, to well within a millisecond of the deadline the status
-/// (tokio's clock) reports, and it shrinks as real time passes.
+/// (tokio's clock) reports, and it shrinks from one rejection to the next. (No sleep: the
+/// time between two calls is enough.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_running_clock_retry_after_keeps_real_time_with_the_open_deadline() {
     let fuse = start(Provider::new("p").breaker(Breaker::consecutive(1).open_for(secs(60)))).await;
@@ -700,12 +701,11 @@ async fn on_a_running_clock_retry_after_keeps_real_time_with_the_open_deadline()
         gap < std::time::Duration::from_millis(1),
         "{first:?} vs {told:?}"
     );
-    std::thread::sleep(std::time::Duration::from_millis(20));
     let later = open_retry_after(&fuse, &fake).await;
+    assert!(later < first, "{first:?} then {later:?}");
     assert!(
-        first - later >= std::time::Duration::from_millis(20),
+        first - later < std::time::Duration::from_millis(1),
         "{first:?} then {later:?}"
     );
-    assert!(first - later < secs(1), "{first:?} then {later:?}");
     assert_eq!(fake.calls(), 0);
 }

@@ -509,6 +509,13 @@ impl ProviderHandle {
     #[inline(always)]
     pub(crate) fn admit_plain(&self) -> Option<Ticket<'_>> {
         let epoch = self.shared.plain_epoch()?;
+        self.ticket(epoch)
+    }
+
+    /// Counts a call admitted under `epoch` in flight and hands out its ticket, unless a
+    /// shutdown has begun (see [`enter`](Self::enter) for the order).
+    #[inline(always)]
+    fn ticket(&self, epoch: u64) -> Option<Ticket<'_>> {
         let counters = &self.shared.counters;
         counters.admit();
         if self.closing.is_closed() {
@@ -535,18 +542,11 @@ impl ProviderHandle {
         if !bulkhead.try_take() {
             return None;
         }
-        let counters = &shared.counters;
-        counters.admit();
-        if self.closing.is_closed() {
-            counters.unadmit();
-            self.closing.call_finished();
+        let ticket = self.ticket(epoch);
+        if ticket.is_none() {
             bulkhead.give_back();
-            return None;
         }
-        Some(Ticket {
-            handle: self,
-            epoch,
-        })
+        ticket
     }
 
     /// Gives back the bulkhead slot of a call admitted by [`admit_slotted`](Self::admit_slotted).

@@ -96,13 +96,8 @@ pin_project! {
         // What the pass hands over (taken then).
         attempter: Option<A>,
         general: Option<Mk>,
-        // The members skipped so far, the first member considered, the earliest
-        // `retry_after` skipped.
-        skipped: Skipped,
-        first: Option<usize>,
-        earliest: Option<Duration>,
-        // The members the walk considered (bit `i` for member `i`).
-        considered: u64,
+        // What the walk has done so far.
+        walked: Walked,
         tables: &'a Tables,
         // The table the call reads, once it must keep it past a poll (the operation it calls
         // is pending): within its first poll it borrows the thread's cache. Declared after
@@ -178,13 +173,34 @@ where
             stage: Stage::Start,
             attempter: Some(attempter),
             general: Some(general),
-            skipped: Skipped::default(),
-            first: None,
-            earliest: None,
-            considered: 0,
+            walked: Walked::default(),
             tables,
             table: None,
             _answer: PhantomData,
+        }
+    }
+}
+
+/// What a walk has done: the members it skipped, the first member it considered, the
+/// earliest `retry_after` it skipped, and the members it considered (bit `i` for member `i`).
+#[derive(Default)]
+struct Walked {
+    skipped: Skipped,
+    first: Option<usize>,
+    earliest: Option<Duration>,
+    considered: u64,
+}
+
+impl Walked {
+    /// Where the failover loop goes on from, with the attempt that `failed` (the skips
+    /// traced at the members of `view`, the view they were walked in).
+    fn resume<E>(&self, view: &RouteView, failed: Option<Failed<E>>) -> Resume<E> {
+        Resume {
+            attempts: self.skipped.trace(view),
+            first: self.first,
+            considered: self.considered,
+            earliest: self.earliest,
+            failed,
         }
     }
 }
@@ -260,28 +276,22 @@ fn walkable(view: &RouteView) -> bool {
 }
 
 /// Walks the route's members in this call's order (see `failover::ordered`), marking each
-/// in `considered`: skips those rejected without their actor into the trace, and stops at
+/// in `walked.considered`: skips those rejected without their actor into the trace, and stops at
 /// the first admitted on the plain path (returned, with its ticket), or at one the failover
 /// loop must decide (left unmarked; `None`). A route the pass may not walk goes to the loop
 /// from scratch.
 #[inline(always)]
-fn walk<'v>(
-    view: &'v RouteView,
-    skipped: &mut Skipped,
-    first: &mut Option<usize>,
-    earliest: &mut Option<Duration>,
-    considered: &mut u64,
-) -> Option<(usize, Ticket<'v>, bool)> {
+fn walk<'v>(view: &'v RouteView, walked: &mut Walked) -> Option<(usize, Ticket<'v>, bool)> {
     if !walkable(view) {
         return None;
     }
     if view.as_published {
         // The common case, without the order's enum.
         let order = 0..view.members.len();
-        return walk_in(order, view, skipped, first, earliest, considered);
+        return walk_in(order, view, walked);
     }
     let order = failover::ordered(view).map(usize::from);
-    walk_in(order, view, skipped, first, earliest, considered)
+    walk_in(order, view, walked)
 }
 
 /// [`walk`] in `order`.
@@ -289,37 +299,35 @@ fn walk<'v>(
 fn walk_in<'v>(
     order: impl Iterator<Item = usize>,
     view: &'v RouteView,
-    skipped: &mut Skipped,
-    first: &mut Option<usize>,
-    earliest: &mut Option<Duration>,
-    considered: &mut u64,
+    walked: &mut Walked,
 ) -> Option<(usize, Ticket<'v>, bool)> {
     for index in order {
         let member = &view.members[index];
         let handle = &member.handle;
-        first.get_or_insert(index);
+        walked.first.get_or_insert(index);
         if let Some(ticket) = handle.admit_plain() {
-            *considered |= 1 << index;
+            walked.considered |= 1 << index;
             return Some((index, ticket, false));
         }
         // A bulkhead alone keeps it off the plain path: admitted with a free slot.
         if let Some(ticket) = handle.admit_slotted() {
-            *considered |= 1 << index;
+            walked.considered |= 1 << index;
             return Some((index, ticket, true));
         }
         let skip = match handle.reject_early() {
             Some(Reject::Circuit(r)) if r.state == CircuitState::Isolated => Skip::isolated(index),
             Some(Reject::Circuit(r)) => {
                 let retry_after = r.retry_after.unwrap_or_default();
+                let earliest = &mut walked.earliest;
                 *earliest = Some(earliest.map_or(retry_after, |e| e.min(retry_after)));
                 Skip::open(index, retry_after)
             }
             // Anything else is the failover loop's to decide, from this member.
             _ => return None,
         };
-        *considered |= 1 << index;
+        walked.considered |= 1 << index;
         member.counters.add(failover::result_of(&skip.outcome()));
-        skipped.0.push(skip);
+        walked.skipped.0.push(skip);
     }
     // Every member skipped: the loop decides what an unavailable route answers (or waits,
     // under `AllOpen::Wait`).
@@ -422,13 +430,7 @@ where
     let Some(view) = table.routes.get(*this.name) else {
         return Poll::Ready(Err(RouteError::UnknownRoute((*this.name).to_owned())));
     };
-    if let Some((index, ticket, slotted)) = walk(
-        view,
-        this.skipped,
-        this.first,
-        this.earliest,
-        this.considered,
-    ) {
+    if let Some((index, ticket, slotted)) = walk(view, this.walked) {
         let handle = &view.members[index].handle;
         retry::deposit(view, handle);
         let clock = PlainClock::start(&ticket, true);
@@ -506,7 +508,7 @@ where
         Ok(value) => {
             let elapsed = one::plain_success(ticket, clock).unwrap_or_default();
             member.counters.add(AttemptResult::Success);
-            let mut attempts = this.skipped.trace(view);
+            let mut attempts = this.walked.skipped.trace(view);
             attempts.push(Attempt {
                 provider: member.handle.id().clone(),
                 outcome: AttemptOutcome::Succeeded,
@@ -514,7 +516,7 @@ where
             });
             Poll::Ready(Ok(failover::served(
                 view,
-                *this.first,
+                this.walked.first,
                 index,
                 value,
                 attempts,
@@ -562,13 +564,7 @@ fn hand_over<'a, T, E, A, Fut, Mk, G>(
     Mk: FnOnce(A, Guard<Arc<Table>>, Resume<E>) -> G,
 {
     let taken = "held until the hand-over";
-    let resume = Resume {
-        attempts: this.skipped.trace(view),
-        first: *this.first,
-        considered: *this.considered,
-        earliest: *this.earliest,
-        failed,
-    };
+    let resume = this.walked.resume(view, failed);
     let general = this.general.take().expect(taken);
     // An `Arc` wrapped as a guard (no reference count touched).
     let fut = general(
